@@ -1,0 +1,1 @@
+"""End-to-end workflows composed from the library's pieces (the quickstart)."""

@@ -1,0 +1,13 @@
+//! The one place where core errors become Python exceptions.
+
+use lamforge_core::CoreError;
+use pyo3::exceptions::{PyMemoryError, PyValueError};
+use pyo3::PyErr;
+
+/// Converts a core error to the Python exception users should see.
+pub fn to_py(error: CoreError) -> PyErr {
+    match error {
+        CoreError::InvalidInput(message) => PyValueError::new_err(message),
+        CoreError::TooLarge(message) => PyMemoryError::new_err(message),
+    }
+}
