@@ -1,0 +1,1 @@
+"""Training: losses, learning-rate schedules, energy-bias fitting, loops and fine-tuning."""
