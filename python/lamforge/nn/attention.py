@@ -1,0 +1,192 @@
+"""The three attention modules of a repformer layer (spec §1.8, items 6 and 9).
+
+Smooth attention (deepmd-kit's convention, needed for bit-level agreement): logits are shifted,
+``(ℓ + 20)·sw - 20``, so a neighbour leaving the cutoff fades into a logit of -20; empty slots stay
+in the softmax denominator with that logit, are zeroed afterwards, and the weights are multiplied
+by the switch again. Head layouts (which weight columns belong to which head) follow deepmd-kit:
+the head index varies fastest in every projection.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lamforge.nn.layers import DenseLayer
+
+ATTENTION_SHIFT = 20.0
+
+
+class PairAttentionMap(nn.Module):
+    """Gated multi-head self-attention map over the neighbours of each centre (``Atten2Map``).
+
+    Parameters: ``query_key`` [g2_dim, 2 · hidden · heads] without bias (deepmd-kit ``mapqk``).
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dim: int,
+        num_heads: int,
+        *,
+        has_gate: bool,
+        smooth: bool,
+        dtype: torch.dtype,
+        generator: torch.Generator | None,
+    ) -> None:
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.has_gate = has_gate
+        self.smooth = smooth
+        self.query_key = DenseLayer(
+            input_dim, 2 * hidden_dim * num_heads, bias=False, dtype=dtype, generator=generator
+        )
+
+    def forward(
+        self, g2: torch.Tensor, h2: torch.Tensor, mask: torch.Tensor, switch: torch.Tensor
+    ) -> torch.Tensor:
+        """Attention weights times the angular factor.
+
+        Args:
+            g2: [num_atoms, num_slots, g2_dim].
+            h2: [num_atoms, num_slots, 3].
+            mask: [num_atoms, num_slots] bool.
+            switch: [num_atoms, num_slots].
+
+        Returns:
+            [num_atoms, num_slots, num_slots, num_heads] = softmax(...)_jk · (h2_j · h2_k) / √3.
+        """
+        num_atoms, num_slots, _ = g2.shape
+        projected = self.query_key(g2).view(
+            num_atoms, num_slots, self.hidden_dim, 2 * self.num_heads
+        )
+        projected = projected.permute(0, 3, 1, 2)  # [atoms, 2·heads, slots, hidden]
+        query, key = torch.split(projected, self.num_heads, dim=1)
+        logits = torch.matmul(query, key.transpose(-1, -2)) / self.hidden_dim**0.5
+        if self.has_gate:
+            logits = logits * torch.matmul(h2, h2.transpose(-1, -2)).unsqueeze(1)
+        column_empty = ~mask[:, None, None, :]
+        row_empty = ~mask[:, None, :, None]
+        pair_switch = switch[:, None, :, None] * switch[:, None, None, :]
+        if self.smooth:
+            logits = (logits + ATTENTION_SHIFT) * pair_switch - ATTENTION_SHIFT
+        else:
+            logits = logits.masked_fill(column_empty, float("-inf"))
+        weights = torch.softmax(logits, dim=-1)
+        weights = weights.masked_fill(column_empty, 0.0).masked_fill(row_empty, 0.0)
+        if self.smooth:
+            weights = weights * pair_switch
+        angular = torch.matmul(h2, h2.transpose(-1, -2)) / 3.0**0.5
+        return (weights * angular.unsqueeze(1)).permute(0, 2, 3, 1)
+
+
+class PairAttentionValues(nn.Module):
+    """Apply the pair attention to g2 (``Atten2MultiHeadApply``).
+
+    Parameters: ``value`` [g2_dim, g2_dim · heads] no bias (``mapv``), ``head_map``
+    [g2_dim · heads, g2_dim] with bias.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, *, dtype: torch.dtype, generator: torch.Generator | None
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.value = DenseLayer(dim, dim * num_heads, bias=False, dtype=dtype, generator=generator)
+        self.head_map = DenseLayer(dim * num_heads, dim, dtype=dtype, generator=generator)
+
+    def forward(self, weights: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+        """Weights [atoms, slots, slots, heads], g2 [atoms, slots, d2] -> [atoms, slots, d2]."""
+        num_atoms, num_slots, dim = g2.shape
+        values = self.value(g2).view(num_atoms, num_slots, dim, self.num_heads)
+        values = values.permute(0, 3, 1, 2)  # [atoms, heads, slots, dim]
+        out = torch.matmul(weights.permute(0, 3, 1, 2), values)
+        out = out.permute(0, 2, 3, 1).reshape(num_atoms, num_slots, dim * self.num_heads)
+        return self.head_map(out)
+
+
+class PairAttentionVectors(nn.Module):
+    """Apply the pair attention to h2 (``Atten2EquiVarApply``): Σ_h w_h Σ_k AA_hjk h2_k.
+
+    Parameters: ``head_map`` [heads, 1] without bias.
+    """
+
+    def __init__(
+        self, num_heads: int, *, dtype: torch.dtype, generator: torch.Generator | None
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_map = DenseLayer(num_heads, 1, bias=False, dtype=dtype, generator=generator)
+
+    def forward(self, weights: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
+        """[atoms, slots, slots, heads], [atoms, slots, 3] -> [atoms, slots, 3]."""
+        per_head = torch.matmul(weights.permute(0, 3, 1, 2), h2.unsqueeze(1))
+        return self.head_map(per_head.permute(0, 2, 3, 1)).squeeze(-1)
+
+
+class LocalAttention(nn.Module):
+    """g1 attention of a centre over its neighbours' g1 (``LocalAtten``).
+
+    Parameters: ``query`` [g1, hidden · heads] no bias (``mapq``), ``key_value``
+    [g1, (hidden + g1) · heads] no bias (``mapkv``), ``head_map`` [g1 · heads, g1] (``head_map``).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden_dim: int,
+        num_heads: int,
+        *,
+        smooth: bool,
+        dtype: torch.dtype,
+        generator: torch.Generator | None,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.smooth = smooth
+        self.query = DenseLayer(
+            dim, hidden_dim * num_heads, bias=False, dtype=dtype, generator=generator
+        )
+        self.key_value = DenseLayer(
+            dim, (hidden_dim + dim) * num_heads, bias=False, dtype=dtype, generator=generator
+        )
+        self.head_map = DenseLayer(dim * num_heads, dim, dtype=dtype, generator=generator)
+
+    def forward(
+        self,
+        g1: torch.Tensor,
+        neighbor_g1: torch.Tensor,
+        mask: torch.Tensor,
+        switch: torch.Tensor,
+    ) -> torch.Tensor:
+        """Attention update of g1.
+
+        Args:
+            g1: [num_atoms, g1_dim].
+            neighbor_g1: [num_atoms, num_slots, g1_dim].
+            mask: [num_atoms, num_slots] bool.
+            switch: [num_atoms, num_slots].
+
+        Returns:
+            [num_atoms, g1_dim].
+        """
+        num_atoms, num_slots = mask.shape
+        heads, hidden, dim = self.num_heads, self.hidden_dim, self.dim
+        query = self.query(g1).view(num_atoms, hidden, heads).permute(0, 2, 1)
+        key_value = self.key_value(neighbor_g1).view(num_atoms, num_slots, hidden + dim, heads)
+        key, value = torch.split(key_value.permute(0, 3, 1, 2), [hidden, dim], dim=-1)
+        logits = torch.matmul(query.unsqueeze(-2), key.transpose(-1, -2)) / hidden**0.5
+        logits = logits.squeeze(-2)  # [atoms, heads, slots]
+        empty = ~mask.unsqueeze(-2)
+        if self.smooth:
+            logits = (logits + ATTENTION_SHIFT) * switch.unsqueeze(-2) - ATTENTION_SHIFT
+        else:
+            logits = logits.masked_fill(empty, float("-inf"))
+        weights = torch.softmax(logits, dim=-1).masked_fill(empty, 0.0)
+        if self.smooth:
+            weights = weights * switch.unsqueeze(-2)
+        out = torch.matmul(weights.unsqueeze(-2), value).squeeze(-2).reshape(num_atoms, heads * dim)
+        return self.head_map(out)

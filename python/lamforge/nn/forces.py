@@ -1,0 +1,115 @@
+"""Forces, virial and per-atom virial from the energy by autograd.
+
+The energy depends on positions only through the edge vectors r_e = x_j - x_i + S_e·cell of the
+neighbour blocks (no ghost atoms). With g_e = ∂E/∂r_e (one autograd call over all blocks):
+
+    F_a = -∂E/∂x_a = Σ_{e: centre a} g_e - Σ_{e: neighbour a} g_e
+
+Virial, deepmd-kit's convention W = Σ_ext F ⊗ X over extended (image) atoms, W[k, l] = Σ F_k X_l.
+Every image position is X = x + S·cell, so Σ_ext F ⊗ X = -Σ_e g_e ⊗ r_e:
+
+    W = -Σ_e g_e ⊗ r_e            ([num_frames, 3, 3], edges grouped by the centre's frame)
+
+Equivalently, straining positions and cell by x -> x(1 + ε) (row vectors) gives W = -(∂E/∂ε)ᵀ;
+``lamforge.testing.physics`` checks this against finite differences of the strain. The per-atom
+virial splits each edge's term equally between its two atoms (it sums to W; deepmd-kit's per-atom
+split differs, only totals are comparable).
+
+For training on forces pass ``create_graph=True``: the returned forces stay differentiable with
+respect to the parameters (double backward).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lamforge.nn.inputs import ModelInput
+from lamforge.nn.model import DPA2Model, frame_sum
+
+
+@dataclass(kw_only=True, frozen=True)
+class ModelOutput:
+    """Predictions for a batch.
+
+    Attributes:
+        energy: [num_frames] float64 (eV).
+        atomic_energies: [num_atoms] float64 (eV).
+        forces: [num_atoms, 3] (eV/Å), or None.
+        virial: [num_frames, 3, 3] (eV), W[k, l] = Σ F_k X_l, or None.
+        atomic_virial: [num_atoms, 3, 3] (eV), or None.
+    """
+
+    energy: torch.Tensor
+    atomic_energies: torch.Tensor
+    forces: torch.Tensor | None = None
+    virial: torch.Tensor | None = None
+    atomic_virial: torch.Tensor | None = None
+
+
+def evaluate(
+    model: DPA2Model,
+    inputs: ModelInput,
+    head: str | None = None,
+    *,
+    forces: bool = True,
+    virial: bool = True,
+    atomic_virial: bool = False,
+    create_graph: bool = False,
+) -> ModelOutput:
+    """Energy and, by autograd, forces and virials of every frame of ``inputs``."""
+    need_gradient = forces or virial or atomic_virial
+    with torch.enable_grad() if need_gradient else torch.no_grad():
+        geometries, distinct = model.geometries(inputs)
+        if need_gradient:
+            for geometry, _ in distinct:
+                if not geometry.vectors.requires_grad:
+                    geometry.vectors.requires_grad_(True)
+        atomic_energies = model.atomic_energies_from_geometry(geometries, inputs.atom_types, head)
+        energy = frame_sum(atomic_energies, inputs.frame_index, inputs.num_frames)
+        if not need_gradient:
+            return ModelOutput(energy=energy, atomic_energies=atomic_energies)
+        vectors = [geometry.vectors for geometry, _ in distinct]
+        gradients = torch.autograd.grad(
+            energy.sum(), vectors, create_graph=create_graph, allow_unused=True
+        )
+    total_forces = None
+    per_atom_virial = None
+    for (geometry, raw_index), vector, gradient in zip(distinct, vectors, gradients, strict=True):
+        if gradient is None:
+            continue
+        gradient = gradient * geometry.mask.unsqueeze(-1)
+        neighbor = raw_index.clamp(min=0).reshape(-1)
+        if forces:
+            block_forces = gradient.sum(dim=1).index_add(0, neighbor, -gradient.reshape(-1, 3))
+            total_forces = block_forces if total_forces is None else total_forces + block_forces
+        if virial or atomic_virial:
+            # -g ⊗ r per edge, half to the centre and half to the neighbour.
+            position = vector if create_graph else vector.detach()
+            edge = -gradient.unsqueeze(-1) * position.unsqueeze(-2).to(gradient.dtype)
+            half = 0.5 * edge
+            block_virial = half.sum(dim=1).index_add(0, neighbor, half.reshape(-1, 3, 3))
+            per_atom_virial = (
+                block_virial if per_atom_virial is None else per_atom_virial + block_virial
+            )
+    zeros3 = torch.zeros_like(inputs.positions, dtype=model.dtype)
+    return ModelOutput(
+        energy=energy,
+        atomic_energies=atomic_energies,
+        forces=(total_forces if total_forces is not None else zeros3) if forces else None,
+        virial=frame_sum(
+            per_atom_virial if per_atom_virial is not None else _zeros33(inputs, model),
+            inputs.frame_index,
+            inputs.num_frames,
+        )
+        if virial
+        else None,
+        atomic_virial=(per_atom_virial if per_atom_virial is not None else _zeros33(inputs, model))
+        if atomic_virial
+        else None,
+    )
+
+
+def _zeros33(inputs: ModelInput, model: DPA2Model) -> torch.Tensor:
+    return torch.zeros(inputs.num_atoms, 3, 3, dtype=model.dtype, device=inputs.positions.device)

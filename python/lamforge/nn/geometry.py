@@ -1,0 +1,29 @@
+"""Per-block neighbour geometry handed to the descriptor blocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(kw_only=True, frozen=True)
+class BlockGeometry:
+    """Edges of one neighbour block, ready for a descriptor block.
+
+    Attributes:
+        index: [num_atoms, max_neighbors] int64 neighbour indices with empty slots set to 0 (a
+            valid index; ``mask`` says which slots are real).
+        mask: [num_atoms, max_neighbors] bool, True for real neighbours.
+        vectors: [num_atoms, max_neighbors, 3] r_ij (neighbour minus centre); the forces module
+            differentiates the energy with respect to these.
+        neighbor_types: [num_atoms, max_neighbors] element index of each slot. Empty slots carry
+            the element of the first atom of the centre's frame, exactly as deepmd-kit's padded
+            neighbour index 0 does (this matters only where a block reads the neighbour type of
+            an empty slot whose environment row is not zero, i.e. with a non-zero mean).
+    """
+
+    index: torch.Tensor
+    mask: torch.Tensor
+    vectors: torch.Tensor
+    neighbor_types: torch.Tensor

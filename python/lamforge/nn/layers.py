@@ -1,0 +1,239 @@
+"""Dense building blocks shared by every DPA-2 block (deepmd-kit ``MLPLayer``, ``EmbeddingNet``).
+
+Weights are stored as ``[num_in, num_out]`` matrices (``y = x @ weight + bias``), the orientation
+deepmd-kit uses, so that its checkpoints copy over without transposes. Initialisation follows
+deepmd-kit's defaults: weights ~ N(0, 1/(num_in + num_out)), biases ~ N(0, 1), timestep vectors
+~ N(0.1, 0.001); the bridge uses Xavier-uniform ("glorot").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "silu": torch.nn.functional.silu,
+    "linear": lambda x: x,
+}
+
+
+def activation_function(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The activation called ``name`` (one of :data:`ACTIVATIONS`)."""
+    try:
+        return ACTIVATIONS[name.lower()]
+    except KeyError:
+        raise ValueError(
+            f"unsupported activation {name!r}; choose one of {sorted(ACTIVATIONS)}"
+        ) from None
+
+
+class DenseLayer(nn.Module):
+    """``y = act(x @ weight + bias)``, optionally ``* timestep`` and with an identity skip.
+
+    The skip (``resnet``) adds ``x`` when ``num_out == num_in`` and ``[x, x]`` when
+    ``num_out == 2 * num_in`` (deepmd-kit's doubling skip), and nothing otherwise. The timestep
+    vector exists only where such a skip exists, as in deepmd-kit.
+
+    Attributes:
+        weight: [num_in, num_out].
+        bias: [num_out] or None.
+        timestep: [num_out] or None (deepmd-kit ``idt``).
+    """
+
+    def __init__(
+        self,
+        num_in: int,
+        num_out: int,
+        *,
+        bias: bool = True,
+        activation: str = "linear",
+        resnet: bool = False,
+        use_timestep: bool = False,
+        init: str = "default",
+        dtype: torch.dtype = torch.float64,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_in = num_in
+        self.num_out = num_out
+        self.activation_name = activation
+        self.activation = activation_function(activation)
+        self.resnet = resnet
+        has_skip = num_out in (num_in, 2 * num_in)
+        self.weight = nn.Parameter(torch.empty(num_in, num_out, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(num_out, dtype=dtype)) if bias else None
+        self.timestep = (
+            nn.Parameter(torch.empty(num_out, dtype=dtype)) if use_timestep and has_skip else None
+        )
+        self._initialise(init, generator)
+
+    @torch.no_grad()
+    def _initialise(self, init: str, generator: torch.Generator | None) -> None:
+        if init == "default":
+            std = 1.0 / math.sqrt(self.num_in + self.num_out)
+            self.weight.normal_(0.0, std, generator=generator)
+        elif init == "glorot":
+            bound = math.sqrt(6.0 / (self.num_in + self.num_out))
+            self.weight.uniform_(-bound, bound, generator=generator)
+        else:
+            raise ValueError(f"unknown initialisation {init!r} (default or glorot)")
+        if self.bias is not None:
+            self.bias.normal_(0.0, 1.0, generator=generator)
+        if self.timestep is not None:
+            self.timestep.normal_(0.1, 0.001, generator=generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the layer.
+
+        Args:
+            x: [..., num_in].
+
+        Returns:
+            [..., num_out].
+        """
+        y = torch.nn.functional.linear(x, self.weight.t(), self.bias)
+        y = self.activation(y)
+        if self.timestep is not None:
+            y = y * self.timestep
+        if self.resnet:
+            if self.num_out == self.num_in:
+                y = y + x
+            elif self.num_out == 2 * self.num_in:
+                y = y + torch.cat([x, x], dim=-1)
+        return y
+
+
+class EmbeddingNet(nn.Module):
+    """A stack of ``DenseLayer(activation, resnet=True, use_timestep=resnet_dt)``.
+
+    deepmd-kit ``EmbeddingNet``: ``layers.{k}`` here is ``layers.{k}`` there.
+    """
+
+    def __init__(
+        self,
+        num_in: int,
+        neurons: Sequence[int],
+        *,
+        activation: str = "tanh",
+        resnet_dt: bool = False,
+        bias: bool = True,
+        dtype: torch.dtype = torch.float64,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        sizes = [num_in, *neurons]
+        self.layers = nn.ModuleList(
+            DenseLayer(
+                sizes[k],
+                sizes[k + 1],
+                bias=bias,
+                activation=activation,
+                resnet=True,
+                use_timestep=resnet_dt,
+                dtype=dtype,
+                generator=generator,
+            )
+            for k in range(len(neurons))
+        )
+        self.num_out = sizes[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., num_in] -> [..., neurons[-1]]."""
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class FittingNet(EmbeddingNet):
+    """The embedding stack, then a linear output layer without skip (deepmd-kit FittingNet)."""
+
+    def __init__(
+        self,
+        num_in: int,
+        num_out: int,
+        neurons: Sequence[int],
+        *,
+        activation: str = "tanh",
+        resnet_dt: bool = False,
+        dtype: torch.dtype = torch.float64,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(
+            num_in,
+            neurons,
+            activation=activation,
+            resnet_dt=resnet_dt,
+            dtype=dtype,
+            generator=generator,
+        )
+        last = neurons[-1] if neurons else num_in
+        self.layers.append(DenseLayer(last, num_out, dtype=dtype, generator=generator))
+        self.num_out = num_out
+
+
+class LayerNorm(nn.Module):
+    """Layer normalisation over the last dimension, weight 1 and bias 0 at initialisation.
+
+    Computed as deepmd-kit does (``var_mean`` then ``(x - mean) / sqrt(var + eps)``) for bit-level
+    agreement. ``weight``/``bias`` are deepmd-kit's ``matrix``/``bias``.
+    """
+
+    def __init__(
+        self, num_features: int, *, eps: float, trainable: bool, dtype: torch.dtype
+    ) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_features, dtype=dtype), requires_grad=trainable)
+        self.bias = nn.Parameter(torch.zeros(num_features, dtype=dtype), requires_grad=trainable)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., num_features] -> same shape."""
+        variance, mean = torch.var_mean(x, dim=-1, unbiased=False, keepdim=True)
+        return (x - mean) / torch.sqrt(variance + self.eps) * self.weight + self.bias
+
+
+class TypeEmbedding(nn.Module):
+    """Element embedding table: one linear layer applied to one-hot vectors, plus a zero row.
+
+    The table has ``num_elements + 1`` rows; the last (index ``num_elements``) is the all-zero
+    padding row used for absent neighbours in strip mode. Built like deepmd-kit's
+    ``TypeEmbedNet``: a one-layer ``EmbeddingNet`` with a linear activation and ``resnet=True``,
+    so when ``dim`` equals ``num_elements`` (or twice it) the identity is added to the table.
+    """
+
+    def __init__(
+        self,
+        num_elements: int,
+        dim: int,
+        *,
+        use_bias: bool = False,
+        dtype: torch.dtype = torch.float64,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_elements = num_elements
+        self.dim = dim
+        self.net = EmbeddingNet(
+            num_elements,
+            [dim],
+            activation="linear",
+            bias=use_bias,
+            dtype=dtype,
+            generator=generator,
+        )
+
+    def table(self) -> torch.Tensor:
+        """The full table, [num_elements + 1, dim]; the last row is zero."""
+        weight = self.net.layers[0].weight
+        one_hot = torch.eye(self.num_elements, dtype=weight.dtype, device=weight.device)
+        rows = self.net(one_hot)
+        return torch.cat([rows, rows.new_zeros(1, self.dim)], dim=0)
+
+    def forward(self, atom_types: torch.Tensor) -> torch.Tensor:
+        """Embed element indices (``num_elements`` selects the zero row): [...] -> [..., dim]."""
+        return self.table()[atom_types]

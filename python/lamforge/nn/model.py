@@ -1,0 +1,126 @@
+"""A DPA-2 energy model: one descriptor and an ``nn.ModuleDict`` of named energy heads.
+
+Multi-task training uses several heads on one descriptor; fine-tuning copies, replaces or freezes
+modules (``model.heads["new"] = ...``, ``model.descriptor.requires_grad_(False)``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lamforge.nn.config import ModelConfig
+from lamforge.nn.dpa2 import DPA2Descriptor
+from lamforge.nn.fitting import EnergyHead
+from lamforge.nn.geometry import BlockGeometry
+from lamforge.nn.inputs import ModelInput, edge_vectors
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+class DPA2Model(nn.Module):
+    """DPA-2 descriptor plus energy heads.
+
+    Attributes:
+        config: the :class:`ModelConfig` it was built from.
+        descriptor: :class:`DPA2Descriptor`.
+        heads: ``nn.ModuleDict`` of :class:`EnergyHead` by name.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.dtype = DTYPES[config.precision]
+        generator = torch.Generator().manual_seed(config.seed)
+        num_elements = len(config.elements)
+        self.descriptor = DPA2Descriptor(
+            config.descriptor, num_elements=num_elements, dtype=self.dtype, generator=generator
+        )
+        self.heads = nn.ModuleDict(
+            {
+                name: EnergyHead(
+                    head,
+                    num_in=self.descriptor.num_out,
+                    num_elements=num_elements,
+                    dtype=self.dtype,
+                    generator=generator,
+                )
+                for name, head in config.heads.items()
+            }
+        )
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        """The model's element list; ``atom_types`` index into it."""
+        return self.config.elements
+
+    def head(self, name: str | None = None) -> EnergyHead:
+        """The head called ``name``; ``None`` is allowed when there is exactly one head."""
+        if name is None:
+            if len(self.heads) != 1:
+                raise ValueError(f"the model has heads {list(self.heads)}; choose one with head=")
+            return next(iter(self.heads.values()))
+        if name not in self.heads:
+            raise KeyError(f"no head {name!r}; the model has heads {list(self.heads)}")
+        return self.heads[name]
+
+    def geometries(
+        self, inputs: ModelInput, positions: torch.Tensor | None = None
+    ) -> tuple[dict[str, BlockGeometry], list[tuple[BlockGeometry, torch.Tensor]]]:
+        """Edge geometry of every block the descriptor reads.
+
+        Args:
+            inputs: the batch.
+            positions: [num_atoms, 3] overrides ``inputs.positions`` (e.g. a tensor requiring grad).
+
+        Returns:
+            The geometry per role, and the distinct (geometry, raw neighbour index) pairs (roles
+            with the same cutoff and cap share one geometry, hence one edge-vector tensor).
+        """
+        positions = (inputs.positions if positions is None else positions).to(self.dtype)
+        cell = inputs.cell.to(self.dtype)
+        # deepmd-kit points empty slots at the frame's first atom; see BlockGeometry.
+        counts = torch.bincount(inputs.frame_index, minlength=inputs.num_frames)
+        first_atom = torch.cumsum(counts, 0) - counts
+        empty_slot_type = inputs.atom_types[first_atom[inputs.frame_index]]
+        by_spec: dict[tuple[float, int], tuple[BlockGeometry, torch.Tensor]] = {}
+        roles = {}
+        for role, spec in self.descriptor.neighbor_specs().items():
+            if spec not in by_spec:
+                block = inputs.neighbor_list(*spec)
+                mask = block.index >= 0
+                index = block.index.clamp(min=0)
+                vectors = edge_vectors(
+                    positions, cell, inputs.frame_index, block.index, block.shifts
+                )
+                neighbor_types = torch.where(
+                    mask, inputs.atom_types[index], empty_slot_type.unsqueeze(1)
+                )
+                geometry = BlockGeometry(
+                    index=index, mask=mask, vectors=vectors, neighbor_types=neighbor_types
+                )
+                by_spec[spec] = (geometry, block.index)
+            roles[role] = by_spec[spec][0]
+        return roles, list(by_spec.values())
+
+    def atomic_energies_from_geometry(
+        self, geometries: dict[str, BlockGeometry], atom_types: torch.Tensor, head: str | None
+    ) -> torch.Tensor:
+        """[num_atoms] float64 atomic energies of ``head`` for prepared geometries."""
+        descriptor = self.descriptor(geometries, atom_types)
+        return self.head(head)(descriptor, atom_types)
+
+    def atomic_energies(self, inputs: ModelInput, head: str | None = None) -> torch.Tensor:
+        """[num_atoms] float64 atomic energies."""
+        geometries, _ = self.geometries(inputs)
+        return self.atomic_energies_from_geometry(geometries, inputs.atom_types, head)
+
+    def energy(self, inputs: ModelInput, head: str | None = None) -> torch.Tensor:
+        """[num_frames] float64 frame energies (sum of atomic energies, reduced in float64)."""
+        return frame_sum(self.atomic_energies(inputs, head), inputs.frame_index, inputs.num_frames)
+
+
+def frame_sum(values: torch.Tensor, frame_index: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Sum per-atom values per frame: [num_atoms, ...] -> [num_frames, ...]."""
+    out = values.new_zeros((num_frames, *values.shape[1:]))
+    return out.index_add(0, frame_index, values)

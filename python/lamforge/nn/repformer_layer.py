@@ -1,0 +1,311 @@
+"""One repformer layer (spec §1.8; deepmd-kit ``RepformerLayer``).
+
+Channels: g1 [num_atoms, d1] (single atom), g2 [num_atoms, N, d2] (pair, invariant), h2
+[num_atoms, N, 3] (pair, equivariant), N = the fixed neighbour cap. The neighbour's g1 is gathered
+from the real atom (``g1[index]``) every layer: periodic images share their atom's g1, which is
+what deepmd-kit's per-layer ghost copy computes, without materialising the ghosts.
+
+Update lists and their residual vectors (``res_residual``), in order:
+    g1: [g1, self_mlp (g1_out_mlp), conv (g1_out_conv), mlp, local attention]
+    g2: [g2, linear2, g1g1, pair attention]        (not on the last layer)
+    h2: [h2, pair attention on h2]                 (not on the last layer)
+``g1_residual[k]`` multiplies the (k+1)-th list entry, as in deepmd-kit.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lamforge.nn.attention import (
+    LocalAttention,
+    PairAttentionMap,
+    PairAttentionValues,
+    PairAttentionVectors,
+)
+from lamforge.nn.config import RepformerConfig
+from lamforge.nn.layers import DenseLayer, LayerNorm, activation_function
+
+# deepmd-kit's protection of 1/count in the non-smooth normalisations.
+COUNT_EPSILON = 1e-4
+
+
+def _residual(
+    dim: int, config: RepformerConfig, dtype: torch.dtype, generator: torch.Generator | None
+) -> nn.Parameter:
+    value = torch.empty(dim, dtype=dtype)
+    if config.update_residual_init == "norm":
+        value.normal_(0.0, config.update_residual, generator=generator)
+    elif config.update_residual_init == "const":
+        value.fill_(config.update_residual)
+    else:
+        raise ValueError(f"repformer: unknown update_residual_init {config.update_residual_init!r}")
+    return nn.Parameter(value)
+
+
+def pair_moment(
+    g2: torch.Tensor,
+    h2: torch.Tensor,
+    mask: torch.Tensor,
+    switch: torch.Tensor,
+    *,
+    smooth: bool,
+    use_sqrt_nnei: bool,
+) -> torch.Tensor:
+    """A_i = norm · Σ_j h2_ij ⊗ (g2_ij · sw_ij), [num_atoms, 3, d] (deepmd-kit ``_cal_hg``).
+
+    norm is 1/N or 1/√N with the fixed N when smooth, else 1/(1e-4 + count) or 1/(1e-4 + √count).
+    """
+    num_atoms, num_slots, _ = g2.shape
+    g2 = g2.masked_fill(~mask.unsqueeze(-1), 0.0)
+    if smooth:
+        g2 = g2 * switch.unsqueeze(-1)
+        shape = (num_atoms, 1, 1)
+        if use_sqrt_nnei:
+            norm = torch.rsqrt(float(num_slots) * g2.new_ones(shape))
+        else:
+            norm = (1.0 / float(num_slots)) * g2.new_ones(shape)
+    else:
+        count = torch.sum(mask.type_as(g2), dim=-1)
+        norm = 1.0 / (COUNT_EPSILON + (torch.sqrt(count) if use_sqrt_nnei else count))
+        norm = norm[:, None, None]
+    return torch.matmul(h2.transpose(-1, -2), g2) * norm
+
+
+def symmetrise(moment: torch.Tensor, axis_neurons: int) -> torch.Tensor:
+    """A[:, :axis]^T A / 3 flattened axis-major: [num_atoms, 3, d] -> [num_atoms, axis · d]."""
+    product = torch.matmul(moment[..., :axis_neurons].transpose(-1, -2), moment) / (3.0**1)
+    return product.reshape(moment.shape[0], -1)
+
+
+class RepformerLayer(nn.Module):
+    """One layer; parameter names equal deepmd-kit's except where noted in ``lamforge.nn.dpa2``."""
+
+    def __init__(
+        self,
+        config: RepformerConfig,
+        *,
+        is_last: bool,
+        smooth: bool,
+        dtype: torch.dtype,
+        generator: torch.Generator | None,
+    ) -> None:
+        super().__init__()
+        c = config
+        if c.update_style not in ("res_avg", "res_incr", "res_residual"):
+            raise ValueError(f"repformer: unknown update_style {c.update_style!r}")
+        self.config = c
+        self.smooth = smooth
+        self.activation = activation_function(c.activation)
+        self.update_pairs = not is_last
+        self.g2_has_g1g1 = c.update_g2_has_g1g1 and self.update_pairs
+        self.g2_has_attn = c.update_g2_has_attn and self.update_pairs
+        self.update_h2 = c.update_h2 and self.update_pairs
+        self._dtype = dtype
+        self._generator = generator
+        # Residual vectors are created in deepmd-kit's order so that index k matches.
+        self.g1_residual = nn.ParameterList()
+        self.g2_residual = nn.ParameterList()
+        self.h2_residual = nn.ParameterList()
+        self._add_residual(self.g1_residual, c.g1_dim)  # linear1
+        linear1_in = 0 if c.g1_out_mlp else c.g1_dim
+        linear1_in += c.g2_dim * c.axis_neurons if c.update_g1_has_grrg else 0
+        linear1_in += c.g1_dim * c.axis_neurons if c.update_g1_has_drrd else 0
+        linear1_in += c.g2_dim if c.update_g1_has_conv and not c.g1_out_conv else 0
+        self.linear1 = self._dense(linear1_in, c.g1_dim)
+        self.linear2 = None
+        if self.update_pairs:
+            self.linear2 = self._dense(c.g2_dim, c.g2_dim)
+            self._add_residual(self.g2_residual, c.g2_dim)
+        self.g1_self_mlp = None
+        if c.g1_out_mlp:
+            self.g1_self_mlp = self._dense(c.g1_dim, c.g1_dim)
+            self._add_residual(self.g1_residual, c.g1_dim)
+        self.proj_g1g2 = None
+        if c.update_g1_has_conv and c.g1_out_conv:
+            self.proj_g1g2 = self._dense(c.g2_dim, c.g1_dim, bias=False)
+            self._add_residual(self.g1_residual, c.g1_dim)
+        elif c.update_g1_has_conv:
+            self.proj_g1g2 = self._dense(c.g1_dim, c.g2_dim, bias=False)
+        self.proj_g1g1g2 = None
+        if self.g2_has_g1g1:
+            self.proj_g1g1g2 = self._dense(c.g1_dim, c.g2_dim, bias=False)
+            self._add_residual(self.g2_residual, c.g2_dim)
+        self._build_pair_attention()
+        self.loc_attn = None
+        if c.update_g1_has_attn:
+            self.loc_attn = LocalAttention(
+                c.g1_dim,
+                c.attn1_hidden,
+                c.attn1_heads,
+                smooth=smooth,
+                dtype=dtype,
+                generator=generator,
+            )
+            self._add_residual(self.g1_residual, c.g1_dim)
+        del self._dtype, self._generator
+
+    def _dense(self, num_in: int, num_out: int, bias: bool = True) -> DenseLayer:
+        return DenseLayer(num_in, num_out, bias=bias, dtype=self._dtype, generator=self._generator)
+
+    def _add_residual(self, residuals: nn.ParameterList, dim: int) -> None:
+        if self.config.update_style == "res_residual":
+            residuals.append(_residual(dim, self.config, self._dtype, self._generator))
+
+    def _build_pair_attention(self) -> None:
+        c = self.config
+        options = {"dtype": self._dtype, "generator": self._generator}
+        self.attn2g_map = None
+        self.attn2_mh_apply = None
+        self.attn2_lm = None
+        self.attn2_ev_apply = None
+        if not (self.g2_has_attn or self.update_h2):
+            return
+        self.attn2g_map = PairAttentionMap(
+            c.g2_dim,
+            c.attn2_hidden,
+            c.attn2_heads,
+            has_gate=c.attn2_has_gate,
+            smooth=self.smooth,
+            **options,
+        )
+        if self.g2_has_attn:
+            self.attn2_mh_apply = PairAttentionValues(c.g2_dim, c.attn2_heads, **options)
+            self.attn2_lm = LayerNorm(
+                c.g2_dim, eps=c.layer_norm_eps, trainable=c.trainable_layer_norm, dtype=self._dtype
+            )
+            self._add_residual(self.g2_residual, c.g2_dim)
+        if self.update_h2:
+            self.attn2_ev_apply = PairAttentionVectors(c.attn2_heads, **options)
+            self._add_residual(self.h2_residual, 1)
+
+    def _convolution(
+        self, neighbor_g1: torch.Tensor, g2: torch.Tensor, mask: torch.Tensor, switch: torch.Tensor
+    ) -> torch.Tensor:
+        """c_i = norm · Σ_j (g2_ij W) ⊙ g1_j · sw_ij (new style) or g2_ij ⊙ (g1_j W) · sw_ij."""
+        assert self.proj_g1g2 is not None
+        if not self.config.g1_out_conv:
+            neighbor_g1 = self.proj_g1g2(neighbor_g1)
+        neighbor_g1 = neighbor_g1.masked_fill(~mask.unsqueeze(-1), 0.0)
+        if self.smooth:
+            neighbor_g1 = neighbor_g1 * switch.unsqueeze(-1)
+            norm = (1.0 / float(mask.shape[1])) * g2.new_ones(mask.shape[0], 1)
+        else:
+            norm = 1.0 / (COUNT_EPSILON + torch.sum(mask.type_as(g2), dim=-1)).unsqueeze(-1)
+        if self.config.g1_out_conv:
+            g2 = self.proj_g1g2(g2)
+        return torch.sum(g2 * neighbor_g1, dim=1) * norm
+
+    def forward(
+        self,
+        g1: torch.Tensor,
+        g2: torch.Tensor,
+        h2: torch.Tensor,
+        index: torch.Tensor,
+        mask: torch.Tensor,
+        switch: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Update all channels.
+
+        Args:
+            g1: [num_atoms, d1].
+            g2: [num_atoms, N, d2].
+            h2: [num_atoms, N, 3].
+            index: [num_atoms, N] neighbour indices, empty slots set to a valid index.
+            mask: [num_atoms, N] bool.
+            switch: [num_atoms, N], zero in empty slots.
+
+        Returns:
+            The new (g1, g2, h2) with the same shapes.
+        """
+        c = self.config
+        needs_neighbor_g1 = (
+            c.update_g1_has_drrd or c.update_g1_has_conv or c.update_g1_has_attn or self.g2_has_g1g1
+        )
+        # Message passing: the neighbour's current g1, read from its real atom (no ghosts).
+        neighbor_g1 = g1[index] if needs_neighbor_g1 else None
+        g1_updates = [g1]
+        if self.g1_self_mlp is not None:
+            g1_updates.append(self.activation(self.g1_self_mlp(g1)))
+        if self.update_pairs:
+            g2_updates, h2_updates = self._pair_updates(g1, g2, h2, neighbor_g1, mask, switch)
+        g1_updates += self._g1_updates(g1, g2, h2, neighbor_g1, mask, switch)
+        if self.update_pairs:
+            g2 = self._combine(g2_updates, self.g2_residual)
+            h2 = self._combine(h2_updates, self.h2_residual)
+        return self._combine(g1_updates, self.g1_residual), g2, h2
+
+    def _pair_updates(
+        self,
+        g1: torch.Tensor,
+        g2: torch.Tensor,
+        h2: torch.Tensor,
+        neighbor_g1: torch.Tensor | None,
+        mask: torch.Tensor,
+        switch: torch.Tensor,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """[g2, linear2, g1g1, attention] and [h2, attention on h2]."""
+        assert self.linear2 is not None
+        g2_updates = [g2, self.activation(self.linear2(g2))]
+        h2_updates = [h2]
+        if self.proj_g1g1g2 is not None:
+            assert neighbor_g1 is not None
+            product = (g1.unsqueeze(-2) * neighbor_g1).masked_fill(~mask.unsqueeze(-1), 0.0)
+            if self.smooth:
+                product = product * switch.unsqueeze(-1)
+            g2_updates.append(self.proj_g1g1g2(product))
+        if self.attn2g_map is not None:
+            weights = self.attn2g_map(g2, h2, mask, switch)
+            if self.attn2_mh_apply is not None:
+                assert self.attn2_lm is not None
+                g2_updates.append(self.attn2_lm(self.attn2_mh_apply(weights, g2)))
+            if self.attn2_ev_apply is not None:
+                h2_updates.append(self.attn2_ev_apply(weights, h2))
+        return g2_updates, h2_updates
+
+    def _g1_updates(
+        self,
+        g1: torch.Tensor,
+        g2: torch.Tensor,
+        h2: torch.Tensor,
+        neighbor_g1: torch.Tensor | None,
+        mask: torch.Tensor,
+        switch: torch.Tensor,
+    ) -> list[torch.Tensor]:
+        """[conv (g1_out_conv), mlp, local attention]; the self-MLP is added by the caller."""
+        c = self.config
+        updates = []
+        mlp_inputs = [] if c.g1_out_mlp else [g1]
+        if c.update_g1_has_conv:
+            assert neighbor_g1 is not None
+            conv = self._convolution(neighbor_g1, g2, mask, switch)
+            (updates if c.g1_out_conv else mlp_inputs).append(conv)
+        moment_options = {"smooth": self.smooth, "use_sqrt_nnei": c.use_sqrt_nnei}
+        if c.update_g1_has_grrg:
+            moment = pair_moment(g2, h2, mask, switch, **moment_options)
+            mlp_inputs.append(symmetrise(moment, c.axis_neurons))
+        if c.update_g1_has_drrd:
+            assert neighbor_g1 is not None
+            moment = pair_moment(neighbor_g1, h2, mask, switch, **moment_options)
+            mlp_inputs.append(symmetrise(moment, c.axis_neurons))
+        updates.append(self.activation(self.linear1(torch.cat(mlp_inputs, dim=-1))))
+        if self.loc_attn is not None:
+            assert neighbor_g1 is not None
+            updates.append(self.loc_attn(g1, neighbor_g1, mask, switch))
+        return updates
+
+    def _combine(self, updates: list[torch.Tensor], residuals: nn.ParameterList) -> torch.Tensor:
+        style = self.config.update_style
+        result = updates[0]
+        if style == "res_avg":
+            for update in updates[1:]:
+                result = result + update
+            return result / (float(len(updates)) ** 0.5)
+        if style == "res_incr":
+            scale = 1.0 / (float(len(updates) - 1) ** 0.5) if len(updates) > 1 else 0.0
+            for update in updates[1:]:
+                result = result + scale * update
+            return result
+        for weight, update in zip(residuals, updates[1:], strict=True):
+            result = result + weight * update
+        return result

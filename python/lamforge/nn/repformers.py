@@ -1,0 +1,79 @@
+"""The repformer block: initial pair channels and the stack of layers (spec §1.7)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lamforge.nn.config import RepformerConfig
+from lamforge.nn.geometry import BlockGeometry
+from lamforge.nn.layers import DenseLayer, activation_function
+from lamforge.nn.repformer_layer import RepformerLayer
+from lamforge.nn.repinit import _StatisticsBlock
+
+
+class RepformerBlock(_StatisticsBlock):
+    """g2⁰ = act(W R[0] + b), h2⁰ = R[1:4] (or |r|/rc and r/rc with ``direct_dist``), then layers.
+
+    Parameters: ``g2_embd`` (deepmd-kit ``g2_embd``), ``layers.{k}``; buffers ``mean``/``std``.
+    """
+
+    def __init__(
+        self,
+        config: RepformerConfig,
+        *,
+        num_elements: int,
+        smooth: bool,
+        protection: float,
+        dtype: torch.dtype,
+        generator: torch.Generator | None,
+    ) -> None:
+        super().__init__(
+            cutoff=config.cutoff,
+            cutoff_smooth=config.cutoff_smooth,
+            max_neighbors=config.max_neighbors,
+            num_elements=num_elements,
+            protection=protection,
+            dtype=dtype,
+        )
+        self.direct_dist = config.direct_dist
+        self.activation = activation_function(config.activation)
+        self.g2_embd = DenseLayer(1, config.g2_dim, dtype=dtype, generator=generator)
+        self.layers = nn.ModuleList(
+            RepformerLayer(
+                config,
+                is_last=layer == config.num_layers - 1,
+                smooth=smooth,
+                dtype=dtype,
+                generator=generator,
+            )
+            for layer in range(config.num_layers)
+        )
+
+    def forward(
+        self, geometry: BlockGeometry, atom_types: torch.Tensor, g1: torch.Tensor
+    ) -> torch.Tensor:
+        """Run the message passing.
+
+        Args:
+            geometry: this block's edges.
+            atom_types: [num_atoms].
+            g1: [num_atoms, g1_dim] the bridge output before its activation.
+
+        Returns:
+            g1 after the last layer, [num_atoms, g1_dim].
+        """
+        env, switch = self.normalised_environment(geometry, atom_types)
+        mask = geometry.mask
+        g1 = self.activation(g1)
+        if self.direct_dist:
+            vectors = geometry.vectors.to(env.dtype) * mask.unsqueeze(-1)
+            safe = torch.where(mask.unsqueeze(-1), vectors, torch.ones_like(vectors))
+            length = torch.linalg.norm(safe, dim=-1, keepdim=True) * mask.unsqueeze(-1)
+            g2, h2 = length / self.cutoff, vectors / self.cutoff
+        else:
+            g2, h2 = torch.split(env, [1, 3], dim=-1)
+        g2 = self.activation(self.g2_embd(g2))
+        for layer in self.layers:
+            g1, g2, h2 = layer(g1, g2, h2, geometry.index, mask, switch)
+        return g1

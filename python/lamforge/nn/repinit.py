@@ -1,0 +1,247 @@
+"""repinit: the attention-free DPA-1 block and its optional three-body branch (spec §1.4, §1.5).
+
+Two-body (deepmd-kit ``DescrptBlockSeAtten`` with ``attn_layer=0``), per centre i:
+
+    G_ij  = EmbeddingNet([s_ij, T_j, T_i])                          (concat mode)
+          = G_s(s_ij) ⊙ Ĝ_t[t_i, t_j] + G_s(s_ij)                   (strip mode, Ĝ_t ⊙ sw if smooth)
+    Mom_i = (1/N) Σ_j R_ij^T ⊗ G_ij            [4, ng]   (N = the fixed max_neighbors)
+    D_i   = Mom_i^T · Mom_i[:, :M]             [ng, M] flattened ng-major
+
+Three-body (``DescrptBlockSeTTebd``): e_jk = R_ij[1:4] · R_ik[1:4],
+H_jk = EmbeddingNet([e_jk, T_j, T_k]) (or strip), D3_i = (1/N3²) Σ_jk e_jk H_jk.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lamforge.nn.config import RepinitConfig
+from lamforge.nn.env_mat import environment_matrix
+from lamforge.nn.geometry import BlockGeometry
+from lamforge.nn.layers import EmbeddingNet
+
+
+class _StatisticsBlock(nn.Module):
+    """A block with its own cutoff, neighbour cap and per-element ``mean``/``std`` buffers."""
+
+    def __init__(
+        self,
+        *,
+        cutoff: float,
+        cutoff_smooth: float,
+        max_neighbors: int,
+        num_elements: int,
+        protection: float,
+        dtype: torch.dtype,
+    ) -> None:
+        super().__init__()
+        self.cutoff = cutoff
+        self.cutoff_smooth = cutoff_smooth
+        self.max_neighbors = max_neighbors
+        self.protection = protection
+        self.register_buffer("mean", torch.zeros(num_elements, 4, dtype=dtype))
+        self.register_buffer("std", torch.ones(num_elements, 4, dtype=dtype))
+
+    def raw_environment(self, geometry: BlockGeometry) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unnormalised R̃ [num_atoms, max_neighbors, 4] and switch [num_atoms, max_neighbors]."""
+        return environment_matrix(
+            geometry.vectors.to(self.mean.dtype),
+            geometry.mask,
+            self.cutoff,
+            self.cutoff_smooth,
+            self.protection,
+        )
+
+    def normalised_environment(
+        self, geometry: BlockGeometry, atom_types: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """R = (R̃ - mean[t_i]) / std[t_i] and the switch."""
+        raw, switch = self.raw_environment(geometry)
+        env = (raw - self.mean[atom_types].unsqueeze(1)) / self.std[atom_types].unsqueeze(1)
+        return env, switch
+
+
+def _pair_table(type_table: torch.Tensor) -> torch.Tensor:
+    """Rows ``a * (T+1) + b`` = [type_table[b], type_table[a]], [(T+1)², 2·dim].
+
+    This is deepmd-kit's two-side table layout for repinit strip mode: the first index is the
+    centre, the neighbour's embedding comes first in the concatenation.
+    """
+    rows = type_table.shape[0]
+    neighbor = type_table.unsqueeze(0).expand(rows, -1, -1)
+    center = type_table.unsqueeze(1).expand(-1, rows, -1)
+    return torch.cat([neighbor, center], dim=-1).reshape(rows * rows, -1)
+
+
+class RepinitBlock(_StatisticsBlock):
+    """Two-body repinit block.
+
+    Parameters: ``embedding`` (deepmd-kit ``filter_layers.networks.0``) and, in strip mode,
+    ``type_embedding_net`` (``filter_layers_strip.networks.0``). Buffers ``mean``/``std``.
+    """
+
+    def __init__(
+        self,
+        config: RepinitConfig,
+        *,
+        num_elements: int,
+        smooth: bool,
+        protection: float,
+        dtype: torch.dtype,
+        generator: torch.Generator | None,
+    ) -> None:
+        super().__init__(
+            cutoff=config.cutoff,
+            cutoff_smooth=config.cutoff_smooth,
+            max_neighbors=config.max_neighbors,
+            num_elements=num_elements,
+            protection=protection,
+            dtype=dtype,
+        )
+        self.mode = config.type_input_mode
+        self.type_one_side = config.type_one_side
+        self.smooth = smooth
+        self.axis_neurons = config.axis_neurons
+        tebd = config.type_embedding_dim
+        type_input = tebd if config.type_one_side else 2 * tebd
+        if self.mode not in ("concat", "strip"):
+            raise ValueError(f"repinit: unknown type_input_mode {self.mode!r}")
+        self.embedding = EmbeddingNet(
+            1 + type_input if self.mode == "concat" else 1,
+            config.neurons,
+            activation=config.activation,
+            resnet_dt=config.resnet_dt,
+            dtype=dtype,
+            generator=generator,
+        )
+        self.type_embedding_net = (
+            EmbeddingNet(
+                type_input,
+                config.neurons,
+                activation=config.activation,
+                resnet_dt=config.resnet_dt,
+                dtype=dtype,
+                generator=generator,
+            )
+            if self.mode == "strip"
+            else None
+        )
+        self.num_out = config.neurons[-1] * config.axis_neurons
+
+    def forward(
+        self, geometry: BlockGeometry, atom_types: torch.Tensor, type_table: torch.Tensor
+    ) -> torch.Tensor:
+        """Invariant descriptor D.
+
+        Args:
+            geometry: this block's edges.
+            atom_types: [num_atoms].
+            type_table: [num_elements + 1, tebd_dim] (last row zero).
+
+        Returns:
+            [num_atoms, ng * axis_neurons].
+        """
+        env, switch = self.normalised_environment(geometry, atom_types)
+        num_atoms, num_slots, _ = env.shape
+        radial = env[..., :1]
+        if self.mode == "concat":
+            neighbor_embedding = type_table[geometry.neighbor_types]
+            parts = [radial, neighbor_embedding]
+            if not self.type_one_side:
+                parts.append(type_table[atom_types].unsqueeze(1).expand(-1, num_slots, -1))
+            pair = self.embedding(torch.cat(parts, dim=-1))
+        else:
+            assert self.type_embedding_net is not None
+            geometric = self.embedding(radial)
+            rows = type_table.shape[0]
+            if self.type_one_side:
+                type_part = self.type_embedding_net(type_table)[geometry.neighbor_types]
+            else:
+                pair_index = atom_types.unsqueeze(1) * rows + geometry.neighbor_types
+                type_part = self.type_embedding_net(_pair_table(type_table))[pair_index]
+            if self.smooth:
+                type_part = type_part * switch.unsqueeze(-1)
+            pair = geometric * type_part + geometric
+        # [num_atoms, 4, ng]: the moment of the environment rows weighted by the embedding.
+        moment = torch.matmul(env.transpose(1, 2), pair) / num_slots
+        moment_t = moment.transpose(1, 2)
+        descriptor = torch.matmul(moment_t, moment[:, :, : self.axis_neurons])
+        return descriptor.reshape(num_atoms, -1)
+
+
+class ThreeBodyBlock(_StatisticsBlock):
+    """The three-body repinit branch. Parameters as in :class:`RepinitBlock`."""
+
+    def __init__(
+        self,
+        config: RepinitConfig,
+        *,
+        num_elements: int,
+        smooth: bool,
+        protection: float,
+        dtype: torch.dtype,
+        generator: torch.Generator | None,
+    ) -> None:
+        super().__init__(
+            cutoff=config.three_body_cutoff,
+            cutoff_smooth=config.three_body_cutoff_smooth,
+            max_neighbors=config.three_body_max_neighbors,
+            num_elements=num_elements,
+            protection=protection,
+            dtype=dtype,
+        )
+        self.mode = config.type_input_mode
+        self.smooth = smooth
+        tebd = config.type_embedding_dim
+        self.embedding = EmbeddingNet(
+            1 + 2 * tebd if self.mode == "concat" else 1,
+            config.three_body_neurons,
+            activation=config.activation,
+            resnet_dt=config.resnet_dt,
+            dtype=dtype,
+            generator=generator,
+        )
+        self.type_embedding_net = (
+            EmbeddingNet(
+                2 * tebd,
+                config.three_body_neurons,
+                activation=config.activation,
+                resnet_dt=config.resnet_dt,
+                dtype=dtype,
+                generator=generator,
+            )
+            if self.mode == "strip"
+            else None
+        )
+        self.num_out = config.three_body_neurons[-1]
+
+    def forward(
+        self, geometry: BlockGeometry, atom_types: torch.Tensor, type_table: torch.Tensor
+    ) -> torch.Tensor:
+        """Three-body descriptor D3, [num_atoms, three_body_neurons[-1]] (args as RepinitBlock)."""
+        env, switch = self.normalised_environment(geometry, atom_types)
+        num_slots = env.shape[1]
+        angular = env[..., 1:]
+        # [num_atoms, j, k]: products of the normalised direction rows of two neighbours.
+        cosines = torch.einsum("ijm,ikm->ijk", angular, angular)
+        types = geometry.neighbor_types
+        if self.mode == "concat":
+            embedded = type_table[types]
+            first = embedded.unsqueeze(2).expand(-1, -1, num_slots, -1)
+            second = embedded.unsqueeze(1).expand(-1, num_slots, -1, -1)
+            triple = self.embedding(torch.cat([cosines.unsqueeze(-1), first, second], dim=-1))
+        else:
+            assert self.type_embedding_net is not None
+            geometric = self.embedding(cosines.unsqueeze(-1))
+            rows = type_table.shape[0]
+            # Row a * (T+1) + b of the table is [T_a, T_b] (first neighbour's embedding first).
+            first = type_table.unsqueeze(1).expand(-1, rows, -1)
+            second = type_table.unsqueeze(0).expand(rows, -1, -1)
+            table = self.type_embedding_net(torch.cat([first, second], -1).reshape(rows * rows, -1))
+            type_part = table[types.unsqueeze(2) * rows + types.unsqueeze(1)]
+            if self.smooth:
+                type_part = type_part * switch[:, :, None, None] * switch[:, None, :, None]
+            triple = geometric * type_part + geometric
+        summed = torch.einsum("ijk,ijkm->im", cosines, triple)
+        return summed * (1.0 / float(num_slots) / float(num_slots))

@@ -1,0 +1,1 @@
+"""Reusable test helpers: reference neighbour lists and physics checks for energy models."""
