@@ -1,0 +1,348 @@
+"""The training loop: one readable loop for single-task, multi-task and fine-tuning runs.
+
+Each step takes the next batch of the stream (a batch belongs to one task, and the task names the
+head), predicts energy, forces and virial (forces by autograd with ``create_graph=True``, so the
+force loss trains the weights through a second backward), computes that task's loss with
+prefactors that follow the learning rate, and takes one optimiser step over the whole model. Heads
+of other tasks get no gradient that step and Adam skips them, exactly as in deepmd-kit's
+multi-task training.
+
+Under ``torchrun`` (``torch.distributed`` initialised) the model is wrapped in
+``DistributedDataParallel`` (``find_unused_parameters=True``: each rank may train a different head
+in a step); every rank streams its own part of the data, and rank 0 validates, logs and writes
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from lamforge.nn.forces import evaluate
+from lamforge.nn.inputs import ModelInput
+from lamforge.train.checkpoint import CheckpointManager, load_file
+from lamforge.train.curves import CurveLog, CurveRow
+from lamforge.train.ema import ExponentialMovingAverage
+from lamforge.train.loss import EnergyLoss, EnergyPrediction, LossConfig, LossValue
+from lamforge.train.metrics import ErrorAccumulator, ErrorMetrics
+from lamforge.train.schedule import ExponentialDecay, LearningRateConfig
+from lamforge.train.stream import BatchStream, TrainingBatch
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizerConfig:
+    """Optimiser and gradient handling.
+
+    Attributes:
+        name: ``adam`` (deepmd-kit's default) or ``adamw``.
+        weight_decay: L2 (Adam) or decoupled (AdamW) weight decay.
+        gradient_max_norm: Clip the gradient norm to this value (None: no clipping).
+        ema_decay: Keep an exponential moving average of the weights with this decay (None: off).
+    """
+
+    name: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = 0.0
+    gradient_max_norm: float | None = 5.0
+    ema_decay: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainerConfig:
+    """Length, schedule and bookkeeping of a training run.
+
+    Attributes:
+        steps: Optimiser steps of the whole run.
+        learning_rate: Warm-up and exponential decay.
+        optimizer: Optimiser settings.
+        loss: Loss of every task without an entry in ``task_losses``.
+        task_losses: Loss per task (multi-task runs may weight terms differently per dataset).
+        log_every: Steps between training-loss rows of the learning curves.
+        validate_every: Steps between validations (0: only at the end).
+        checkpoint_every: Steps between checkpoints (0: only at the end).
+        keep_last: Step checkpoints kept.
+    """
+
+    steps: int = 1000
+    learning_rate: LearningRateConfig = field(default_factory=LearningRateConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    task_losses: dict[str, LossConfig] = field(default_factory=dict)
+    log_every: int = 10
+    validate_every: int = 100
+    checkpoint_every: int = 100
+    keep_last: int = 3
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        for name in ("log_every", "validate_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative")
+
+
+#: Validation data per task: a function returning the task's batches (called once per validation).
+ValidationSets = Mapping[str, Callable[[], Iterable[TrainingBatch]]]
+
+
+class EnergyForceModule(nn.Module):
+    """Wraps a model so that one ``forward`` gives energy, forces and virial (what DDP needs)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, inputs: ModelInput, head: str, virial: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Energy [num_frames], forces [num_atoms, 3] and virial [num_frames, 3, 3] or None.
+
+        Forces (and virial) stay differentiable w.r.t. the weights in training mode. A plain tuple,
+        so that DistributedDataParallel finds every output tensor.
+        """
+        output = evaluate(
+            self.model, inputs, head, forces=True, virial=virial, create_graph=self.training
+        )
+        return output.energy, output.forces, output.virial
+
+
+def predict(model: nn.Module, batch: TrainingBatch) -> EnergyPrediction:
+    """Energy, forces and (if labelled) virial of a batch, without a graph for training."""
+    wants_virial = batch.labels.virial_mask is not None and bool(batch.labels.virial_mask.any())
+    output = evaluate(model, batch.inputs, batch.task, forces=True, virial=wants_virial)
+    return EnergyPrediction(
+        energy=output.energy.detach(),
+        forces=output.forces.detach(),
+        virial=None if output.virial is None else output.virial.detach(),
+    )
+
+
+def evaluate_errors(model: nn.Module, batches: Iterable[TrainingBatch]) -> ErrorMetrics:
+    """Error metrics of ``model`` over ``batches`` (each with its task's head)."""
+    accumulator = ErrorAccumulator()
+    for batch in batches:
+        accumulator.add(predict(model, batch), batch.labels)
+    return accumulator.result()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingResult:
+    """What a run produced: last step, final validation metrics and where the files are."""
+
+    steps: int
+    seconds: float
+    validation: dict[str, ErrorMetrics]
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None
+
+
+class Trainer:
+    """Runs :class:`TrainerConfig` on a model, a batch stream and validation sets.
+
+    Args:
+        model: A ``DPA2Model`` (or any model with heads named after the tasks).
+        config: The run's settings.
+        stream: Training batches of every task.
+        output_dir: Folder of checkpoints and learning curves.
+        validation: Validation batches per task (optional).
+        progress: Show a progress bar.
+        extra_state: Plain data saved into every checkpoint (e.g. the model and run configs).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainerConfig,
+        stream: BatchStream,
+        output_dir: Path,
+        validation: ValidationSets | None = None,
+        progress: bool = True,
+        extra_state: dict | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.stream = stream
+        self.validation = dict(validation or {})
+        self.progress = progress
+        self.extra_state = dict(extra_state or {})
+        self.output_dir = Path(output_dir)
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.is_main = not self.distributed or dist.get_rank() == 0
+        self.schedule = ExponentialDecay(config.learning_rate, config.steps)
+        self.module: nn.Module = EnergyForceModule(model)
+        if self.distributed:
+            self.module = nn.parallel.DistributedDataParallel(
+                self.module, find_unused_parameters=True
+            )
+        optimizer_class = (
+            torch.optim.AdamW if config.optimizer.name == "adamw" else torch.optim.Adam
+        )
+        self.optimizer = optimizer_class(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=config.learning_rate.start,
+            weight_decay=config.optimizer.weight_decay,
+        )
+        decay = config.optimizer.ema_decay
+        self.ema = None if decay is None else ExponentialMovingAverage(model, decay)
+        self.losses: dict[str, EnergyLoss] = {}
+        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", config.keep_last)
+        self.step = 0
+
+    def _loss(self, task: str) -> EnergyLoss:
+        if task not in self.losses:
+            self.losses[task] = EnergyLoss(self.config.task_losses.get(task, self.config.loss))
+        return self.losses[task]
+
+    def train_step(self, batch: TrainingBatch) -> LossValue:
+        """One optimiser step on ``batch``; returns its loss (before the step)."""
+        self.module.train()
+        learning_rate = self.schedule(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+        loss_fn = self._loss(batch.task)
+        wants_virial = loss_fn.config.virial.active and batch.labels.virial is not None
+        self.optimizer.zero_grad(set_to_none=True)
+        energy, forces, virial = self.module(batch.inputs, batch.task, wants_virial)
+        prediction = EnergyPrediction(energy=energy, forces=forces, virial=virial)
+        loss = loss_fn(prediction, batch.labels, self.schedule.factor(self.step))
+        loss.total.backward()
+        if self.config.optimizer.gradient_max_norm is not None:
+            nn.utils.clip_grad_norm_(
+                self.model.parameters(), self.config.optimizer.gradient_max_norm
+            )
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update()
+        self.step += 1
+        return loss
+
+    def validate(self) -> dict[str, ErrorMetrics]:
+        """Error metrics per validation task (with the averaged weights when EMA is on)."""
+        self.module.eval()
+        if self.ema is None:
+            return {
+                task: evaluate_errors(self.model, make()) for task, make in self.validation.items()
+            }
+        with self.ema.averaged() as model:
+            return {task: evaluate_errors(model, make()) for task, make in self.validation.items()}
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue the run exactly."""
+        return {
+            **self.extra_state,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "stream": self.stream.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores a :meth:`state_dict` (from a checkpoint)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.stream.load_state_dict(state["stream"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+
+    def resume(self, path: Path | None = None) -> int:
+        """Loads ``path`` or the newest checkpoint of the run; returns the step to continue from."""
+        path = path or self.checkpoints.latest()
+        if path is None:
+            return 0
+        self.load_state_dict(load_file(path))
+        return self.step
+
+    def _save(self, validation: dict[str, ErrorMetrics] | None) -> Path | None:
+        if not self.is_main:
+            return None
+        score = _validation_score(validation) if validation else None
+        return self.checkpoints.save(self.step, self.state_dict(), validation=score)
+
+    def _log_validation(self, log: CurveLog, metrics: dict[str, ErrorMetrics]) -> None:
+        for task, value in metrics.items():
+            log.write(
+                CurveRow(
+                    step=self.step, split="valid", task=task,
+                    learning_rate=self.schedule(self.step),
+                    energy_rmse_per_atom=value.energy_rmse_per_atom,
+                    forces_rmse=value.forces_rmse,
+                    virial_rmse_per_atom=value.virial_rmse_per_atom,
+                )
+            )  # fmt: skip
+
+    def run(self, resume: bool = False) -> TrainingResult:
+        """Trains until ``config.steps``; with ``resume``, continues from the newest checkpoint.
+
+        A Ctrl-C (KeyboardInterrupt) saves a checkpoint of the last completed step, then re-raises.
+        """
+        config = self.config
+        if resume:
+            self.resume()
+        log = CurveLog(self.output_dir / "curves.csv", resume_step=self.step if resume else None)
+        start = time.perf_counter()
+        validation: dict[str, ErrorMetrics] = {}
+        bar = tqdm(
+            total=config.steps, initial=self.step, desc="training", unit="step",
+            disable=not (self.progress and self.is_main),
+        )  # fmt: skip
+        try:
+            while self.step < config.steps:
+                batch = self.stream.next_batch()
+                loss = self.train_step(batch)
+                bar.update(1)
+                if self.is_main and (self.step % max(config.log_every, 1) == 0):
+                    bar.set_postfix(
+                        loss=f"{float(loss.total.detach()):.3g}",
+                        lr=f"{self.schedule(self.step):.2e}",
+                    )
+                    log.write(
+                        CurveRow(
+                            step=self.step, split="train", task=batch.task,
+                            learning_rate=self.schedule(self.step), loss=float(loss.total.detach()),
+                            energy_rmse_per_atom=loss.energy_rmse_per_atom,
+                            forces_rmse=loss.forces_rmse,
+                            virial_rmse_per_atom=loss.virial_rmse_per_atom,
+                        )
+                    )  # fmt: skip
+                last = self.step == config.steps
+                validation = {}
+                if (
+                    self.validation
+                    and self.is_main
+                    and (last or (config.validate_every and self.step % config.validate_every == 0))
+                ):
+                    validation = self.validate()
+                    self._log_validation(log, validation)
+                if last or (config.checkpoint_every and self.step % config.checkpoint_every == 0):
+                    self._save(validation)
+        except KeyboardInterrupt:
+            self._save(None)
+            raise
+        finally:
+            bar.close()
+        return TrainingResult(
+            steps=self.step,
+            seconds=time.perf_counter() - start,
+            validation=validation,
+            last_checkpoint=self.checkpoints.latest(),
+            best_checkpoint=self.checkpoints.best(),
+        )
+
+
+def _validation_score(metrics: dict[str, ErrorMetrics]) -> float:
+    """One number to rank checkpoints: mean over tasks of energy/atom RMSE + force RMSE."""
+    scores = [
+        (value.energy_rmse_per_atom or 0.0) + (value.forces_rmse or 0.0)
+        for value in metrics.values()
+    ]
+    return sum(scores) / len(scores)
