@@ -6,40 +6,19 @@ import pytest
 import torch
 
 from lamforge.data.demo import PRETRAIN_METALS, DemoConfig, demo_tasks
-from lamforge.nn.config import (
-    DescriptorConfig,
-    FittingConfig,
-    ModelConfig,
-    RepformerConfig,
-    RepinitConfig,
-)
 from lamforge.nn.model import DPA2Model
 from lamforge.testing.reference_neighbors import model_input
+from lamforge.testing.tiny_models import TINY_SPECS as SPECS
+from lamforge.testing.tiny_models import tiny_dpa2_config
 from lamforge.train.frames import batches_from_atoms
 from lamforge.train.loss import LossConfig, Prefactor
 from lamforge.train.schedule import LearningRateConfig
 from lamforge.train.stream import InMemoryStream
 from lamforge.train.trainer import OptimizerConfig, Trainer, TrainerConfig, evaluate_errors
 
-SPECS = ((4.0, 40), (3.0, 20))
-
 
 def tiny_config(heads=("bulk",)):
-    return ModelConfig(
-        elements=PRETRAIN_METALS,
-        descriptor=DescriptorConfig(
-            repinit=RepinitConfig(
-                cutoff=4.0, cutoff_smooth=0.5, max_neighbors=40, neurons=(4, 8),
-                axis_neurons=4, type_embedding_dim=4,
-            ),
-            repformer=RepformerConfig(
-                cutoff=3.0, cutoff_smooth=2.5, max_neighbors=20, num_layers=2, g1_dim=8,
-                g2_dim=4, axis_neurons=2, attn1_hidden=4, attn1_heads=1, attn2_hidden=4,
-                attn2_heads=1,
-            ),
-        ),
-        heads={name: FittingConfig(neurons=(8, 8)) for name in heads},
-    )  # fmt: skip
+    return tiny_dpa2_config(PRETRAIN_METALS, heads)
 
 
 @pytest.fixture(scope="module")
