@@ -10,9 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lamforge.cli import quickstart, version
+from lamforge.cli import data, quickstart, version
 
-_COMMANDS = (version, quickstart)
+_COMMANDS = (version, quickstart, data)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -164,7 +164,7 @@ def _index_findings(name: str, index: pl.DataFrame, config: ValidationConfig) ->
         .agg(pl.col("frame").sort())
         .filter(pl.col("frame").list.len() > 1)
     )
-    for frames in groups["frame"].sort_by(groups["frame"].list.first()):
+    for frames in groups.sort(pl.col("frame").list.first())["frame"]:
         first, *others = frames.to_list()
         for frame in others:
             message = f"same structure as frame {first}"
