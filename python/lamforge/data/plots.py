@@ -88,10 +88,13 @@ def plot_histogram(
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 4))
     if distribution.count:
-        edges = np.asarray(distribution.bin_edges)
-        axes.stairs(distribution.counts, edges, fill=True)
-        if log_x and edges[0] > 0:
+        edges = np.array(distribution.bin_edges)
+        if log_x and edges[1] > 0:
+            # The first bin starts at zero (e.g. |F| = 0 on symmetric sites); draw it from a
+            # decade below the next edge so that the axis can be logarithmic.
+            edges[0] = edges[0] if edges[0] > 0 else edges[1] / 10
             axes.set_xscale("log")
+        axes.stairs(distribution.counts, edges, fill=True)
         axes.set_yscale("log")
     axes.set_xlabel(xlabel)
     axes.set_ylabel("count")
