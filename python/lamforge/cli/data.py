@@ -18,16 +18,12 @@ def _fail(command: str, error: BaseException) -> int:
 
 
 def _import(arguments: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from lamforge.data.format import DatasetInfo, LevelOfTheory
-    from lamforge.data.importers import expand_sources, iter_source
+    from lamforge.data.ingest import import_sources
     from lamforge.data.store import Store
     from lamforge.data.units import InputUnits
 
     store = Store.open(arguments.store, create=True)
-    units = InputUnits(energy=arguments.energy_unit, length=arguments.length_unit)
-    sources = expand_sources(arguments.sources)
     interrupted = store.has_interrupted_write(arguments.dataset)
     if interrupted and not (arguments.resume or arguments.restart):
         raise ValueError(
@@ -39,19 +35,19 @@ def _import(arguments: argparse.Namespace) -> int:
         level_of_theory=LevelOfTheory(
             code=arguments.code, functional=arguments.functional, basis=arguments.basis
         ),
-        source=tuple(str(source) for source in sources),
         licence=arguments.licence,
         description=arguments.description,
     )
-    writer = store.writer(info, resume=arguments.resume, overwrite=arguments.overwrite)
-    with tqdm(desc=f"import {info.name}", unit="frame", disable=arguments.quiet) as bar:
-        bar.update(writer.num_frames)
-        for source in sources:
-            skip = writer.frames_done(str(source))
-            for frame in iter_source(source, units=units, format=arguments.format, skip=skip):
-                writer.add(frame)
-                bar.update()
-    info = writer.commit()
+    info = import_sources(
+        store,
+        info,
+        arguments.sources,
+        units=InputUnits(energy=arguments.energy_unit, length=arguments.length_unit),
+        format=arguments.format,
+        resume=arguments.resume,
+        overwrite=arguments.overwrite,
+        progress=not arguments.quiet,
+    )
     print(
         f"imported {info.num_frames} frames ({info.num_atoms} atoms, "
         f"{len(info.elements)} elements) into {arguments.store}/{info.name}; labels {info.labels}"
