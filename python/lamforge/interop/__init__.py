@@ -1,0 +1,1 @@
+"""Interoperability with other atomistic ML codes (deepmd-kit checkpoints: ``interop.deepmd``)."""
