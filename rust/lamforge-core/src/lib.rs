@@ -6,6 +6,8 @@
 
 pub mod cell;
 pub mod error;
+pub mod neighbors;
+pub mod parallel;
 
 pub use error::{CoreError, Result};
 

@@ -1,0 +1,244 @@
+//! The per-centre kernel: collect the neighbours of one atom as sortable keys, order them, and
+//! decode a key back into a pair.
+//!
+//! A key is one `u128`: the distance's bits (monotonic for non-negative floats) in the high 64
+//! bits, the neighbour index in the next 32 and the image code in the low 32. Sorting keys sorts
+//! by distance, then neighbour index, then image shift, which is the documented tie-break, and
+//! moves 16 bytes per pair instead of a whole record.
+
+use super::geometry::Geometry;
+use super::grid::Grid;
+use crate::error::{CoreError, Result};
+
+/// One neighbour of a centre, decoded from a key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pair {
+    /// Index of the neighbour atom.
+    pub neighbor: u32,
+    /// Integer image indices: `vector = positions[neighbor] - positions[center] + shift @ cell`.
+    pub shift: [i64; 3],
+    /// `|vector|`.
+    pub distance: f64,
+    /// Cartesian vector from the centre to the neighbour image.
+    pub vector: [f64; 3],
+}
+
+/// Searches one prepared frame at one cutoff.
+#[derive(Debug)]
+pub(crate) struct Searcher<'a> {
+    geometry: &'a Geometry,
+    grid: &'a Grid,
+    cutoff: f64,
+    /// Pre-filter on squared distances, a hair above `cutoff^2`; the exact test is on the
+    /// distance itself so that every cutoff compares the same floats.
+    loose_squared: f64,
+    include_self_pair: bool,
+    bias: [i32; 3],
+    radix: [u32; 3],
+}
+
+/// Key of a pair at `distance` (non-negative) to atom `neighbor` through image `code`.
+#[inline]
+fn key(distance: f64, neighbor: u32, code: u32) -> u128 {
+    ((distance.to_bits() as u128) << 64) | ((neighbor as u128) << 32) | code as u128
+}
+
+/// The smallest key whose distance is `distance`: keys below it are strictly closer.
+#[inline]
+pub(crate) fn distance_bound(distance: f64) -> u128 {
+    (distance.to_bits() as u128) << 64
+}
+
+/// Sorts `keys` so that the `keep` closest come first in order; returns how many are sorted.
+pub(crate) fn order(keys: &mut [u128], keep: usize) -> usize {
+    if keys.len() > keep {
+        if keep > 0 {
+            keys.select_nth_unstable(keep);
+            keys[..keep].sort_unstable();
+        }
+        keep
+    } else {
+        keys.sort_unstable();
+        keys.len()
+    }
+}
+
+impl<'a> Searcher<'a> {
+    pub fn new(
+        geometry: &'a Geometry,
+        grid: &'a Grid,
+        cutoff: f64,
+        include_self_pair: bool,
+    ) -> Result<Self> {
+        // Image shifts reachable through the wrap tables, per direction.
+        let bias: [i32; 3] = std::array::from_fn(|k| {
+            if geometry.periodic[k] {
+                (grid.reach[k] / grid.counts[k]) as i32 + 1
+            } else {
+                0
+            }
+        });
+        let radix = bias.map(|b| 2 * b as u32 + 1);
+        if radix.iter().map(|&r| r as u64).product::<u64>() > u32::MAX as u64 {
+            return Err(CoreError::InvalidInput(format!(
+                "cutoff {cutoff} needs too many periodic images (up to {bias:?} per direction)"
+            )));
+        }
+        if geometry.num_atoms() > u32::MAX as usize {
+            return Err(CoreError::InvalidInput(format!(
+                "{} atoms in one frame; at most {} are supported",
+                geometry.num_atoms(),
+                u32::MAX
+            )));
+        }
+        Ok(Self {
+            geometry,
+            grid,
+            cutoff,
+            loose_squared: cutoff * cutoff * (1.0 + 1e-12),
+            include_self_pair,
+            bias,
+            radix,
+        })
+    }
+
+    #[inline]
+    fn code(&self, image: [i32; 3]) -> u32 {
+        let digit = |k: usize| (image[k] + self.bias[k]) as u32;
+        (digit(0) * self.radix[1] + digit(1)) * self.radix[2] + digit(2)
+    }
+
+    #[inline]
+    fn image(&self, code: u32) -> [i32; 3] {
+        let z = code % self.radix[2];
+        let rest = code / self.radix[2];
+        let y = rest % self.radix[1];
+        let x = rest / self.radix[1];
+        [
+            x as i32 - self.bias[0],
+            y as i32 - self.bias[1],
+            z as i32 - self.bias[2],
+        ]
+    }
+
+    /// Cartesian translation of bin image `image` (always computed this way, so that the search
+    /// and the decoding produce identical floats).
+    #[inline]
+    fn translation(&self, image: [i32; 3]) -> [f64; 3] {
+        let basis = &self.geometry.basis;
+        std::array::from_fn(|axis| {
+            image[0] as f64 * basis[0][axis]
+                + image[1] as f64 * basis[1][axis]
+                + image[2] as f64 * basis[2][axis]
+        })
+    }
+
+    /// Resolves unwrapped bin index `t` along direction `k` to (bin, image), or `None` outside a
+    /// non-periodic grid.
+    #[inline]
+    fn resolve(&self, k: usize, t: i64) -> Option<(usize, i32)> {
+        if self.geometry.periodic[k] {
+            let (bin, image) = self.grid.wrap[k][(t + self.grid.reach[k] as i64) as usize];
+            Some((bin as usize, image))
+        } else if t >= 0 && (t as usize) < self.grid.counts[k] {
+            Some((t as usize, 0))
+        } else {
+            None
+        }
+    }
+
+    /// Appends the keys of every neighbour of `center` within the cutoff to `keys` (unordered).
+    pub fn collect(&self, center: usize, keys: &mut Vec<u128>) {
+        let grid = self.grid;
+        let home = grid.atom_bins[center].map(|b| b as i64);
+        let position = self.geometry.wrapped[center];
+        let [nx, _, _] = grid.counts;
+        for row in &grid.rows {
+            let Some((y, image_y)) = self.resolve(1, home[1] + row.dy as i64) else {
+                continue;
+            };
+            let Some((z, image_z)) = self.resolve(2, home[2] + row.dz as i64) else {
+                continue;
+            };
+            let mut t = home[0] + row.dx_lo as i64;
+            let mut last = home[0] + row.dx_hi as i64;
+            if !self.geometry.periodic[0] {
+                t = t.max(0);
+                last = last.min(nx as i64 - 1);
+            }
+            // Walk the x range in runs of consecutive bins that share one image.
+            while t <= last {
+                let (x_first, image_x) = self.resolve(0, t).unwrap_or((t as usize, 0));
+                let run = ((last - t) as usize).min(nx - 1 - x_first);
+                let start = grid.bin_start[grid.bin(x_first, y, z)] as usize;
+                let end = grid.bin_start[grid.bin(x_first + run, y, z) + 1] as usize;
+                t += run as i64 + 1;
+                if start == end {
+                    continue;
+                }
+                let image = [image_x, image_y, image_z];
+                self.scan(center, position, image, start..end, keys);
+            }
+        }
+    }
+
+    #[inline]
+    fn scan(
+        &self,
+        center: usize,
+        position: [f64; 3],
+        image: [i32; 3],
+        sorted: std::ops::Range<usize>,
+        keys: &mut Vec<u128>,
+    ) {
+        let translation = self.translation(image);
+        // p_j + T - p_i = p_j - (p_i - T): one subtraction per component in the loop.
+        let origin = [
+            position[0] - translation[0],
+            position[1] - translation[1],
+            position[2] - translation[2],
+        ];
+        let home_image = image == [0, 0, 0];
+        let code = self.code(image);
+        let positions = &self.grid.sorted_positions[sorted.clone()];
+        let atoms = &self.grid.sorted_atoms[sorted];
+        for (p, &atom) in positions.iter().zip(atoms) {
+            let dx = p[0] - origin[0];
+            let dy = p[1] - origin[1];
+            let dz = p[2] - origin[2];
+            let squared = dx * dx + dy * dy + dz * dz;
+            if squared < self.loose_squared {
+                let distance = squared.sqrt();
+                if distance < self.cutoff
+                    && (self.include_self_pair || !home_image || atom as usize != center)
+                {
+                    keys.push(key(distance, atom, code));
+                }
+            }
+        }
+    }
+
+    /// Decodes a key of `center` into the pair it stands for.
+    #[inline]
+    pub fn decode(&self, center: usize, key: u128) -> Pair {
+        let distance = f64::from_bits((key >> 64) as u64);
+        let neighbor = (key >> 32) as u32;
+        let image = self.image(key as u32);
+        let translation = self.translation(image);
+        let wrapped = &self.geometry.wrapped;
+        let (p_i, p_j) = (wrapped[center], wrapped[neighbor as usize]);
+        let vector = std::array::from_fn(|axis| p_j[axis] - (p_i[axis] - translation[axis]));
+        // wrapped = position - offset @ basis, so the shift on the original positions is the bin
+        // image plus the centre's offset minus the neighbour's.
+        let offsets = &self.geometry.offsets;
+        let shift = std::array::from_fn(|k| {
+            image[k] as i64 + offsets[center][k] as i64 - offsets[neighbor as usize][k] as i64
+        });
+        Pair {
+            neighbor,
+            shift,
+            distance,
+            vector,
+        }
+    }
+}
