@@ -10,9 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lamforge.cli import datasets, quickstart, version
+from lamforge.cli import data, datasets, quickstart, version
 
-_COMMANDS = (version, quickstart, datasets)
+_COMMANDS = (version, quickstart, datasets, data)
 
 
 def build_parser() -> argparse.ArgumentParser:

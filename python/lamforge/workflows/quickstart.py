@@ -1,9 +1,9 @@
 """``lamforge quickstart``: the paper's workflow end to end on generated demo data.
 
-Stages so far: ``data`` (generate the EMT demo tasks and write them as extended XYZ). Each later
-stage (store, multi-task pre-training, fine-tuning, from-scratch baseline, distillation, MD) is
-added
-by the issue that builds its part of the library.
+Stages so far: ``data`` (generate the EMT demo tasks and write them as extended XYZ) and ``store``
+(import them into a lamforge store, one dataset per task, with ``lamforge data stats`` numbers as
+metrics). Each later stage (multi-task pre-training, fine-tuning, from-scratch baseline,
+distillation, MD) is added by the issue that builds its part of the library.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lamforge.data.demo import DemoConfig, demo_tasks, write_extxyz
-from lamforge.workflows.summary import Summary
+from lamforge.data.demo import DemoConfig, DemoTask, demo_tasks, write_extxyz
+from lamforge.workflows.summary import Stage, Summary
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,5 +50,50 @@ def run_quickstart(config: QuickstartConfig) -> Summary:
         }
         stage.metrics["downstream"] = [task.name for task in tasks if task.downstream]
 
+    with summary.stage("store") as stage:
+        _store_stage(tasks, workdir, stage, progress=config.progress)
+
     summary.save(workdir / "summary.json")
     return summary
+
+
+def _store_stage(tasks: list[DemoTask], workdir: Path, stage: Stage, *, progress: bool) -> None:
+    """Imports each task's extended-XYZ file as one dataset of ``<workdir>/store.zarr``."""
+    from lamforge.data.format import DatasetInfo, LevelOfTheory
+    from lamforge.data.ingest import import_sources
+    from lamforge.data.stats import dataset_stats
+    from lamforge.data.store import Store
+    from lamforge.data.validate import ValidationConfig, validate_dataset
+
+    store = Store.open(workdir / "store.zarr", create=True)
+    metrics: dict[str, dict[str, object]] = {}
+    for task in tasks:
+        info = DatasetInfo(
+            name=task.name,
+            level_of_theory=LevelOfTheory(code="ASE", functional="EMT + per-element offsets"),
+            licence="MIT",
+            description=task.description,
+        )
+        import_sources(
+            store,
+            info,
+            [workdir / "data" / f"{task.name}.extxyz"],
+            overwrite=True,
+            progress=progress,
+        )
+        reader = store.reader(task.name)
+        stats = dataset_stats(reader)
+        findings = validate_dataset(reader, ValidationConfig())
+        metrics[task.name] = {
+            "frames": stats.num_frames,
+            "atoms": stats.num_atoms,
+            "elements": len(stats.elements),
+            "virials": stats.labels.get("virial", 0),
+            "energy_per_atom_mean": stats.energy_per_atom.mean,
+            "force_p99": stats.force_magnitude.percentiles.get("p99", float("nan")),
+            "validation_errors": sum(f.severity == "error" for f in findings),
+        }
+    stage.metrics["datasets"] = metrics
+    stage.metrics["store_bytes"] = sum(
+        path.stat().st_size for path in store.path.rglob("*") if path.is_file()
+    )

@@ -1,0 +1,192 @@
+"""``lamforge data ...`` end to end through the console entry point."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lamforge.cli.main import main
+from lamforge.data.demo import DemoConfig, demo_tasks, write_extxyz
+from lamforge.data.store import Store
+
+
+@pytest.fixture(scope="module")
+def demo_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo")
+    tasks = demo_tasks(DemoConfig(frames_per_task=5, seed=1))
+    return {task.name: write_extxyz(task, folder / f"{task.name}.extxyz") for task in tasks}
+
+
+def _run(capsys, *argv):
+    code = main(["data", *map(str, argv)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_import_stats_split_filter_merge_export(tmp_path, capsys, demo_files):
+    store = tmp_path / "store.zarr"
+    for name, path in demo_files.items():
+        code, out, _ = _run(
+            capsys,
+            "import",
+            path,
+            "--store",
+            store,
+            "--dataset",
+            name,
+            "--code",
+            "ASE",
+            "--functional",
+            "EMT",
+            "--licence",
+            "MIT",
+            "--quiet",
+        )
+        assert code == 0 and "imported 5 frames" in out
+
+    code, out, _ = _run(capsys, "stats", store, "--json", "--plots", tmp_path / "plots")
+    assert code == 0
+    stats = {d["name"]: d for d in json.loads(out)["datasets"]}
+    assert set(stats) == set(demo_files)
+    assert stats["clusters"]["periodicity"] == {"FFF": 5}
+    assert stats["surfaces"]["periodicity"] == {"TTF": 5}
+    assert stats["bulk"]["labels"]["virial"] == 5 and stats["clusters"]["labels"]["virial"] == 0
+    assert (tmp_path / "plots" / "bulk_elements.png").is_file()
+    code, out, _ = _run(capsys, "stats", store, "--dataset", "alloy")
+    assert code == 0 and "dataset alloy: 5 frames" in out and "Cu" in out
+
+    code, out, _ = _run(capsys, "validate", store, "--json")
+    assert code == 0 and json.loads(out)["errors"] == 0
+
+    code, out, _ = _run(
+        capsys, "split", store, "--dataset", "bulk", "--fractions", "0.6", "0.4", "--seed", "3"
+    )
+    assert code == 0
+    assert Store.open(store).index("bulk")["split"].null_count() == 0
+
+    code, out, _ = _run(
+        capsys,
+        "filter",
+        store,
+        "--dataset",
+        "bulk",
+        "--where",
+        'pl.col("split") == "train"',
+        "--output",
+        "bulk_train",
+        "--quiet",
+    )
+    assert code == 0 and "kept 3 of 5 frames" in out
+
+    code, _, err = _run(
+        capsys, "merge", store, "--datasets", "bulk", "alloy", "--output", "m", "--quiet"
+    )
+    assert code == 0, err
+    assert Store.open(store).info("m").num_frames == 10
+
+    code, out, _ = _run(
+        capsys,
+        "export",
+        store,
+        "--dataset",
+        "surfaces",
+        "--format",
+        "deepmd",
+        "--output",
+        tmp_path / "dp",
+    )
+    assert code == 0 and (tmp_path / "dp").is_dir()
+    code, out, _ = _run(
+        capsys,
+        "export",
+        store,
+        "--dataset",
+        "bulk",
+        "--format",
+        "extxyz",
+        "--output",
+        tmp_path / "bulk.xyz",
+    )
+    assert code == 0 and (tmp_path / "bulk.xyz").stat().st_size > 0
+
+
+def test_validate_exits_nonzero_on_errors(tmp_path, capsys):
+    path = tmp_path / "close.xyz"
+    path.write_text(
+        '2\nProperties=species:S:1:pos:R:3 energy=-1.0 pbc="F F F"\nH 0 0 0\nH 0 0 0.1\n'
+        '2\nProperties=species:S:1:pos:R:3 energy=-1.1 pbc="F F F"\nH 0 0 0\nH 0 0 0.74\n'
+    )
+    store = tmp_path / "s.zarr"
+    assert _run(capsys, "import", path, "--store", store, "--dataset", "h2", "--quiet")[0] == 0
+    code, out, _ = _run(capsys, "validate", store)
+    assert code == 1
+    assert "error   h2 frame 0: [close_atoms] atoms 0.100 Å apart" in out
+
+
+def test_bad_input_then_resume(tmp_path, capsys, demo_files):
+    good = demo_files["bulk"]
+    bad = tmp_path / "bad.xyz"
+    bad.write_text("1\nProperties=species:S:1:pos:R:3 energy=-1.0\nH 0 0 0\n2\nbroken\nH 0 0 0\n")
+    store = tmp_path / "s.zarr"
+    code, _, err = _run(capsys, "import", good, bad, "--store", store, "--dataset", "d", "--quiet")
+    assert code == 2
+    assert "bad.xyz, frame 1: cannot parse" in err and "store is unchanged" in err
+    assert Store.open(store).datasets() == []
+    code, _, err = _run(capsys, "import", good, bad, "--store", store, "--dataset", "d", "--quiet")
+    assert code == 2 and "--resume" in err
+    bad.write_text("1\nProperties=species:S:1:pos:R:3 energy=-1.0\nH 0 0 0\n")
+    code, out, err = _run(
+        capsys, "import", good, bad, "--store", store, "--dataset", "d", "--resume", "--quiet"
+    )
+    assert code == 0, err
+    index = Store.open(store).index("d")
+    assert index.height == 6 and index["source_index"].to_list() == [0, 1, 2, 3, 4, 0]
+
+
+def test_shared_data_subset_through_the_cli(tmp_path, capsys, shared_data):
+    store = tmp_path / "s.zarr"
+    sources = [shared_data / "deepmd" / "nopbc", shared_data / "deepmd" / "water" / "data_0"]
+    code, out, err = _run(
+        capsys, "import", *sources, "--store", store, "--dataset", "dp", "--quiet"
+    )
+    assert code == 0, err
+    reader = Store.open(store).reader("dp")
+    pbc = reader.read_frames(range(reader.num_frames)).pbc
+    assert (~pbc.any(axis=1)).sum() == 2062 and pbc.all(axis=1).sum() == reader.num_frames - 2062
+    code, out, _ = _run(capsys, "merge", store, "--datasets", "dp", "dp", "--output", "x")
+    assert code == 0  # same level of theory (both unknown) merges
+    code, out, err = _run(
+        capsys,
+        "import",
+        shared_data / "mptrj" / "mptrj-random-1k.xyz",
+        "--store",
+        store,
+        "--dataset",
+        "mp",
+        "--code",
+        "VASP",
+        "--quiet",
+    )
+    assert code == 0, err
+    code, _, err = _run(capsys, "merge", store, "--datasets", "dp", "mp", "--output", "bad")
+    assert code == 2 and "different levels of theory" in err
+    assert np.isclose(Store.open(store).info("mp").num_frames, 1000)
+
+
+def test_quickstart_store_stage(tmp_path, capsys):
+    workdir = tmp_path / "qs"
+    assert main(["quickstart", "--workdir", str(workdir), "--frames-per-task", "3", "--quiet"]) == 0
+    summary = json.loads((workdir / "summary.json").read_text())
+    stage = next(stage for stage in summary["stages"] if stage["name"] == "store")
+    datasets = stage["metrics"]["datasets"]
+    assert set(datasets) == {"bulk", "surfaces", "clusters", "alloy"}
+    store = Store.open(workdir / "store.zarr")
+    for name, metrics in datasets.items():
+        info = store.info(name)
+        assert metrics["frames"] == info.num_frames == 3
+        assert metrics["atoms"] == info.num_atoms
+        assert metrics["validation_errors"] == 0
+    assert datasets["bulk"]["virials"] == 3 and datasets["clusters"]["virials"] == 0
+    # A second run replaces the datasets instead of failing on them.
+    assert main(["quickstart", "--workdir", str(workdir), "--frames-per-task", "2", "--quiet"]) == 0
+    assert Store.open(workdir / "store.zarr").info("bulk").num_frames == 2

@@ -1,0 +1,134 @@
+import json
+
+import numpy as np
+import pytest
+import zarr
+from data_helpers import frames_of, write_dataset
+
+from lamforge.data.format import ARRAYS, SCHEMA_VERSION, DatasetInfo, LevelOfTheory
+from lamforge.data.frames import Frame
+from lamforge.data.store import Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store.open(tmp_path / "store.zarr", create=True)
+
+
+def test_round_trip_of_every_task_with_many_flushes(store, demo):
+    for task in demo.values():
+        frames = frames_of(task)
+        # Tiny flushes: every few frames, so shards are appended to many times.
+        info = write_dataset(store, task.name, frames, flush_atoms=20, licence="MIT")
+        assert info.num_frames == len(frames)
+        assert info.num_atoms == sum(f.num_atoms for f in frames)
+        assert info.complete and info.schema_version == SCHEMA_VERSION
+        reader = store.reader(task.name)
+        order = np.array([3, 0, 5, 3, 1])
+        batch = reader.read_frames(order)
+        assert batch.num_frames == 5
+        assert batch.num_atoms == sum(frames[i].num_atoms for i in order)
+        for position, frame_id in enumerate(order):
+            got, expected = batch.frame(position), frames[frame_id]
+            np.testing.assert_array_equal(got.positions, expected.positions)
+            np.testing.assert_array_equal(got.atomic_numbers, expected.atomic_numbers)
+            np.testing.assert_array_equal(got.forces, expected.forces)
+            assert got.energy == expected.energy
+            np.testing.assert_array_equal(got.pbc, expected.pbc)
+            if expected.virial is None:
+                assert got.virial is None
+            else:
+                np.testing.assert_array_equal(got.virial, expected.virial)
+        sequential = [f for b in reader.iter_batches(frames_per_batch=4) for f in b.frames()]
+        assert [f.num_atoms for f in sequential] == [f.num_atoms for f in frames]
+    assert store.datasets() == sorted(demo)
+
+
+def test_dtypes_attributes_and_chunking_are_as_documented(store, demo):
+    write_dataset(
+        store,
+        "bulk",
+        frames_of(demo["bulk"]),
+        level_of_theory=LevelOfTheory(code="ASE", functional="EMT"),
+    )
+    group = zarr.open_group(store.path / "bulk", mode="r")
+    attributes = dict(group.attrs)["lamforge"]
+    assert attributes["complete"] is True
+    assert attributes["level_of_theory"]["functional"] == "EMT"
+    assert attributes["units"]["virial"] == "eV"
+    assert attributes["labels"]["virial"] == 6
+    root = json.loads((store.path / "zarr.json").read_text())
+    assert root["attributes"]["lamforge_store"]["schema_version"] == SCHEMA_VERSION
+    for spec in ARRAYS:
+        if (store.path / "bulk" / spec.name).exists():
+            array = group[spec.name]
+            assert array.dtype == np.dtype(spec.dtype), spec.name
+            metadata = json.loads((store.path / "bulk" / spec.name / "zarr.json").read_text())
+            codec = metadata["codecs"][0]
+            assert codec["name"] == "sharding_indexed"
+            inner = [c["name"] for c in codec["configuration"]["codecs"]]
+            assert inner == ["bytes", "zstd"]
+    offsets = group["atom_offsets"][:]
+    assert offsets[0] == 0 and offsets[-1] == attributes["num_atoms"]
+    assert np.all(np.diff(offsets) > 0)
+
+
+def test_label_appearing_late_is_masked(store):
+    def frame(index, forces):
+        return Frame(
+            positions=np.array([[0.0, 0, 0], [0, 0, 1.0]]) + index,
+            atomic_numbers=np.array([1, 1]),
+            cell=np.zeros((3, 3)),
+            pbc=np.zeros(3, bool),
+            energy=None if index == 1 else -float(index),
+            forces=np.full((2, 3), float(index)) if forces else None,
+            source="x",
+            source_index=index,
+        )
+
+    frames = [frame(i, forces=i >= 3) for i in range(6)]
+    info = write_dataset(store, "late", frames, flush_atoms=4)
+    assert info.labels["forces"] == 3 and info.labels["energy"] == 5
+    batch = store.reader("late").read_frames(range(6))
+    np.testing.assert_array_equal(batch.has_forces, [False] * 3 + [True] * 3)
+    np.testing.assert_array_equal(batch.has_energy, [True, False, True, True, True, True])
+    assert np.isnan(batch.forces[:6]).all() and (batch.forces[6:8] == 3).all()
+    assert batch.frame(0).forces is None and batch.frame(4).forces[0, 0] == 4.0
+    index = store.index("late")
+    assert index["has_forces"].to_list() == [False] * 3 + [True] * 3
+    assert index["max_force"][4] == pytest.approx(4 * np.sqrt(3))
+
+
+def test_existing_dataset_needs_overwrite_and_names_are_checked(store, demo):
+    write_dataset(store, "bulk", frames_of(demo["bulk"]))
+    with pytest.raises(FileExistsError, match="bulk"):
+        store.writer(DatasetInfo(name="bulk"))
+    with pytest.raises(ValueError, match="invalid dataset name"):
+        store.writer(DatasetInfo(name="../escape"))
+    with pytest.raises(KeyError, match="no dataset 'nope'.*bulk"):
+        store.reader("nope")
+    writer = store.writer(DatasetInfo(name="bulk"), overwrite=True)
+    for frame in frames_of(demo["alloy"])[:2]:
+        writer.add(frame)
+    writer.commit()
+    assert store.info("bulk").num_frames == 2
+    store.delete("bulk")
+    assert store.datasets() == []
+
+
+def test_open_refuses_what_is_not_a_store(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        Store.open(tmp_path / "missing")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "file.txt").write_text("x")
+    with pytest.raises(ValueError, match="not a lamforge store"):
+        Store.open(tmp_path / "other", create=True)
+    zarr.open_group(tmp_path / "plain", mode="w")
+    with pytest.raises(ValueError, match="not a lamforge store"):
+        Store.open(tmp_path / "plain")
+
+
+def test_out_of_range_frame_ids(store, demo):
+    write_dataset(store, "bulk", frames_of(demo["bulk"]))
+    with pytest.raises(IndexError, match="6 frames"):
+        store.reader("bulk").read_frames([6])
