@@ -12,6 +12,10 @@ pub enum CoreError {
     /// A request would allocate more than the caller's memory budget.
     #[error("{0}")]
     TooLarge(String),
+    /// Stored data is missing, damaged or in a layout this reader does not accept; the message
+    /// names the dataset, array, frame and file.
+    #[error("{0}")]
+    Data(String),
 }
 
 /// Result type of the core crate.

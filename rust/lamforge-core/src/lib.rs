@@ -6,8 +6,10 @@
 
 pub mod cell;
 pub mod error;
+pub mod loader;
 pub mod neighbors;
 pub mod parallel;
+pub mod store;
 
 pub use error::{CoreError, Result};
 
