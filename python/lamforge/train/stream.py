@@ -9,13 +9,15 @@ size through the same protocol.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from lamforge.nn.inputs import ModelInput
+from lamforge.data.batch import Batch
+from lamforge.data.loader import StoreLoader
+from lamforge.nn.inputs import ModelInput, NeighborList, atom_types_from_numbers
 from lamforge.train.loss import EnergyLabels
 
 
@@ -102,3 +104,89 @@ class InMemoryStream:
             task: np.array(order, dtype=np.int64) for task, order in state["orders"].items()
         }
         self.positions = dict(state["positions"])
+
+
+def training_batch(
+    batch: Batch, elements: Sequence[str], tasks: Mapping[str, str]
+) -> TrainingBatch:
+    """Converts a loader :class:`~lamforge.data.batch.Batch` of one task into a training batch.
+
+    Args:
+        batch: Frames of datasets that all belong to one task.
+        elements: The model's element list.
+        tasks: Task (head) of each dataset name.
+
+    Raises:
+        ValueError: the batch mixes tasks (build the loader with ``mixed_batches=False``), or a
+            dataset has no task.
+    """
+    names = {batch.dataset_names[int(i)] for i in batch.dataset_id.unique()}
+    unknown = sorted(names - set(tasks))
+    if unknown:
+        raise ValueError(f"datasets {unknown} have no task; tasks are given for {sorted(tasks)}")
+    batch_tasks = {tasks[name] for name in names}
+    if len(batch_tasks) != 1:
+        raise ValueError(f"a training batch must hold one task, got {sorted(batch_tasks)}")
+    num_atoms = batch.atom_offsets[1:] - batch.atom_offsets[:-1]
+    inputs = ModelInput(
+        positions=batch.positions,
+        atom_types=atom_types_from_numbers(batch.atomic_numbers, elements),
+        cell=batch.cell,
+        frame_index=batch.atom_frame,
+        neighbors=tuple(
+            NeighborList(
+                cutoff=block.cutoff,
+                max_neighbors=block.max_neighbors,
+                index=block.index,
+                shifts=block.shifts,
+            )
+            for block in batch.neighbors
+        ),
+    )
+    labels = EnergyLabels(
+        energy=batch.energy,
+        energy_mask=batch.has_energy,
+        forces=batch.forces,
+        forces_mask=batch.has_forces[batch.atom_frame],
+        num_atoms=num_atoms,
+        virial=batch.virial if bool(batch.has_virial.any()) else None,
+        virial_mask=batch.has_virial if bool(batch.has_virial.any()) else None,
+    )
+    return TrainingBatch(task=batch_tasks.pop(), inputs=inputs, labels=labels)
+
+
+class LoaderStream:
+    """An endless stream over a store loader: epoch after epoch, resumable.
+
+    Args:
+        loader: The Rust-backed loader (``LoaderConfig(...).build()``), one task per batch.
+        elements: The model's element list.
+        tasks: Task (head) of each dataset of the loader.
+    """
+
+    def __init__(self, loader: StoreLoader, elements: Sequence[str], tasks: Mapping[str, str]):
+        self.loader = loader
+        self.elements = tuple(elements)
+        self.tasks = dict(tasks)
+        self._iterator: Iterator[Batch] | None = None
+
+    def next_batch(self) -> TrainingBatch:
+        """The next batch; a finished epoch starts the next one."""
+        for _ in range(2):
+            if self._iterator is None:
+                self._iterator = iter(self.loader)
+            try:
+                return training_batch(next(self._iterator), self.elements, self.tasks)
+            except StopIteration:
+                self._iterator = None
+                self.loader.set_epoch(self.loader.epoch + 1)
+        raise RuntimeError("the loader yields no batch: are its datasets empty?")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The loader's position."""
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continues from a saved loader position."""
+        self.loader.load_state_dict(state)
+        self._iterator = None

@@ -1,0 +1,88 @@
+"""``LAMCalculator``: an ASE calculator over a lamforge model (energy, forces, stress).
+
+Neighbour lists come from the Rust core (``lamforge.neighbors``) in the dense layout the model
+reads; periodic images enter only through integer shifts. The stress is ``-virial / volume``
+(ASE's sign, eV/Å^3) and is available for frames periodic in all three directions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from lamforge.nn.atoms import model_input_from_atoms
+from lamforge.nn.checkpoint import load_checkpoint
+from lamforge.nn.forces import evaluate
+from lamforge.nn.model import DPA2Model
+
+
+def _full_to_voigt(matrix: np.ndarray) -> np.ndarray:
+    return np.array(
+        [matrix[0, 0], matrix[1, 1], matrix[2, 2], matrix[1, 2], matrix[0, 2], matrix[0, 1]]
+    )
+
+
+class LAMCalculator(Calculator):
+    """ASE calculator of a lamforge model.
+
+    Args:
+        model: A model, or the path of a lamforge model checkpoint.
+        head: Head to use (required when the model has several).
+        device: Torch device (default: CUDA when available, else CPU).
+        num_threads: Threads of the neighbour search (0: all cores).
+
+    Results: ``energy`` and ``free_energy`` (eV), ``energies`` (per atom, eV), ``forces`` (eV/Å)
+    and, for fully periodic cells, ``stress`` (Voigt, eV/Å^3, ASE sign).
+    """
+
+    implemented_properties = ("energy", "free_energy", "energies", "forces", "stress")
+
+    def __init__(
+        self,
+        model: DPA2Model | str | Path,
+        head: str | None = None,
+        device: str | torch.device | None = None,
+        num_threads: int = 0,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if not isinstance(model, DPA2Model):
+            model = load_checkpoint(model)
+        self.model = model.to(self.device).eval()
+        self.model.head(head)  # fails early, naming the heads, if the choice is ambiguous
+        self.head = head
+        self.num_threads = num_threads
+        # Every block the model reads; blocks with equal specs are built once.
+        self.specs = sorted(set(self.model.descriptor.neighbor_specs().values()), reverse=True)
+
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: tuple[str, ...] = ("energy",),
+        system_changes: tuple[str, ...] = all_changes,
+    ) -> None:
+        """Evaluates the model on ``atoms`` and stores the results."""
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        inputs = model_input_from_atoms(
+            [atoms], self.model.elements, self.specs, self.model.dtype, self.num_threads
+        ).to(self.device)
+        periodic = bool(atoms.pbc.all())
+        output = evaluate(self.model, inputs, self.head, forces=True, virial=periodic)
+        energy = float(output.energy[0])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": output.atomic_energies.detach().cpu().numpy().astype(np.float64),
+            "forces": output.forces.detach().cpu().numpy().astype(np.float64),
+        }
+        if periodic:
+            virial = output.virial[0].detach().cpu().numpy().astype(np.float64)
+            self.results["stress"] = _full_to_voigt(-virial / atoms.get_volume())
