@@ -99,6 +99,9 @@ class FittingConfig:
     neurons: tuple[int, ...] = (240, 240, 240)  # neuron
     resnet_dt: bool = True
     activation: Activation = "tanh"  # activation_function
+    # Not in deepmd-kit (keep False for parity): subtract the fitting output of the isolated-atom
+    # descriptor, so that an atom without neighbours has exactly its element's energy bias.
+    zero_isolated_atoms: bool = False
 
 
 @dataclass(kw_only=True, frozen=True)

@@ -45,15 +45,26 @@ class EnergyHead(nn.Module):
         )
         self.register_buffer("energy_bias", torch.zeros(num_elements, dtype=torch.float64))
 
-    def forward(self, descriptor: torch.Tensor, atom_types: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        descriptor: torch.Tensor,
+        atom_types: torch.Tensor,
+        vacuum_descriptor: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Atomic energies.
 
         Args:
             descriptor: [num_atoms, num_in].
             atom_types: [num_atoms].
+            vacuum_descriptor: [num_elements, num_in] descriptor of an isolated atom of each
+                element; required when ``config.zero_isolated_atoms``.
 
         Returns:
             [num_atoms] float64.
         """
-        fitted = self.fitting_net(descriptor).squeeze(-1).to(torch.float64)
-        return fitted + self.energy_bias[atom_types]
+        fitted = self.fitting_net(descriptor).squeeze(-1)
+        if self.config.zero_isolated_atoms:
+            if vacuum_descriptor is None:
+                raise ValueError("EnergyHead with zero_isolated_atoms needs vacuum_descriptor")
+            fitted = fitted - self.fitting_net(vacuum_descriptor).squeeze(-1)[atom_types]
+        return fitted.to(torch.float64) + self.energy_bias[atom_types]

@@ -108,7 +108,25 @@ class DPA2Model(nn.Module):
     ) -> torch.Tensor:
         """[num_atoms] float64 atomic energies of ``head`` for prepared geometries."""
         descriptor = self.descriptor(geometries, atom_types)
-        return self.head(head)(descriptor, atom_types)
+        energy_head = self.head(head)
+        vacuum = self.vacuum_descriptor() if energy_head.config.zero_isolated_atoms else None
+        return energy_head(descriptor, atom_types, vacuum)
+
+    def vacuum_descriptor(self) -> torch.Tensor:
+        """Descriptor of an isolated atom (no neighbours) of each element, [num_elements, dim]."""
+        parameter = next(self.descriptor.parameters())
+        num_elements = len(self.elements)
+        atom_types = torch.arange(num_elements, device=parameter.device)
+        geometries = {}
+        for role, (_, max_neighbors) in self.descriptor.neighbor_specs().items():
+            index = torch.zeros(num_elements, max_neighbors, dtype=torch.int64)
+            geometries[role] = BlockGeometry(
+                index=index.to(parameter.device),
+                mask=torch.zeros_like(index, dtype=torch.bool),
+                vectors=parameter.new_zeros(num_elements, max_neighbors, 3),
+                neighbor_types=atom_types.unsqueeze(1).expand(-1, max_neighbors),
+            )
+        return self.descriptor(geometries, atom_types)
 
     def atomic_energies(self, inputs: ModelInput, head: str | None = None) -> torch.Tensor:
         """[num_atoms] float64 atomic energies."""

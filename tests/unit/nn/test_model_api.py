@@ -1,0 +1,212 @@
+"""Inputs, configs, presets, heads, statistics, energy bias and checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from nn_helpers import (
+    ELEMENTS,
+    build_model,
+    molecule_frame,
+    periodic_frame,
+    slab_frame,
+    tiny_config,
+)
+
+from lamforge.nn import (
+    PRESETS,
+    DPA2Model,
+    FittingConfig,
+    ModelConfig,
+    atom_types_from_numbers,
+    evaluate,
+)
+from lamforge.nn.checkpoint import load_checkpoint, save_checkpoint
+from lamforge.nn.env_mat import environment_matrix
+from lamforge.nn.fitting import EnergyHead
+from lamforge.nn.statistics import environment_statistics, fit_energy_bias
+from lamforge.testing import physics
+from lamforge.testing.reference_neighbors import dense_neighbors, model_input
+
+# ../shared/dpa2-spec.md §2.3 (ntypes = 2): descriptor, one fitting head, total.
+SPEC_PARAMETER_COUNTS = {
+    "dpa2_small": (472_938, 149_281, 622_219),
+    "dpa2_medium": (867_882, 149_281, 1_017_163),
+    "dpa2_large": (1_591_722, 149_281, 1_741_003),
+    "dpa2_paper": (4_825_234, 149_281, 4_974_515),
+}
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_preset_parameter_counts_match_spec(preset):
+    model = DPA2Model(PRESETS[preset](("O", "H")))
+    descriptor = sum(p.numel() for p in model.descriptor.parameters())
+    head = sum(p.numel() for p in model.heads.parameters())
+    assert (descriptor, head, descriptor + head) == SPEC_PARAMETER_COUNTS[preset]
+
+
+def test_type_embedding_adds_tebd_dim_per_element():
+    two = DPA2Model(PRESETS["dpa2_small"](("O", "H")))
+    three = DPA2Model(PRESETS["dpa2_small"](("O", "H", "C")))
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(three) - count(two) == 8
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_presets_build_in_both_precisions(precision):
+    model = DPA2Model(PRESETS["dpa2_small"](("O", "H"), precision=precision))
+    assert {p.dtype for p in model.parameters()} == {getattr(torch, precision)}
+
+
+def test_atom_types_from_numbers_names_unknown_elements():
+    assert atom_types_from_numbers([8, 1, 1, 6], ("H", "C", "O")).tolist() == [2, 0, 0, 1]
+    with pytest.raises(ValueError, match=r"\['Fe', 'N'\]"):
+        atom_types_from_numbers([8, 26, 7], ("H", "C", "O"))
+
+
+def test_config_round_trip_and_unknown_keys():
+    config = tiny_config("old_strip")
+    data = json.loads(json.dumps(config.to_dict()))
+    assert ModelConfig.from_dict(data) == config
+    data["descriptor"]["repformer"]["nlayers"] = 3
+    with pytest.raises(ValueError, match=r"descriptor.repformer: unknown key\(s\) \['nlayers'\]"):
+        ModelConfig.from_dict(data)
+
+
+def test_config_rejects_inconsistent_cutoffs():
+    config = tiny_config()
+    repinit = dataclasses.replace(config.descriptor.repinit, cutoff=2.0)
+    with pytest.raises(ValueError, match="repinit cutoff and max_neighbors"):
+        dataclasses.replace(
+            config, descriptor=dataclasses.replace(config.descriptor, repinit=repinit)
+        )
+
+
+def test_derived_neighbor_block_equals_direct_block():
+    frames = [periodic_frame(), molecule_frame()]
+    derived = model_input(frames, ELEMENTS, [(4.0, 40)]).neighbor_list(3.0, 20)
+    direct = model_input(frames, ELEMENTS, [(3.0, 20)]).neighbors[0]
+    assert torch.equal(derived.index, direct.index)
+    real = direct.index >= 0
+    assert torch.equal(derived.shifts[real], direct.shifts[real])
+
+
+def test_reference_neighbors_convention():
+    atoms = periodic_frame()
+    index, shifts = dense_neighbors(atoms, 4.0, 60)
+    vectors = atoms.positions[index] - atoms.positions[:, None] + shifts @ atoms.cell.array
+    lengths = np.where(index >= 0, np.linalg.norm(vectors, axis=-1), 1e9)
+    assert np.all(np.diff(lengths, axis=1) >= -1e-12)  # sorted, padding last
+    assert np.all(lengths[index >= 0] <= 4.0)
+    counts = (index >= 0).sum(axis=1)
+    from ase.neighborlist import neighbor_list
+
+    assert np.array_equal(counts, np.bincount(neighbor_list("i", atoms, 4.0), minlength=len(atoms)))
+
+
+def test_environment_statistics_match_direct_numpy():
+    model = DPA2Model(tiny_config())
+    frames = [periodic_frame(), slab_frame()]
+    inputs = model_input(frames, ELEMENTS, [(4.0, 40), (3.0, 20)])
+    stats = environment_statistics(model, [inputs])
+    block = inputs.neighbor_list(3.0, 20)
+    vectors = model.geometries(inputs)[0]["repformers"].vectors
+    raw, _ = environment_matrix(vectors, block.index >= 0, 3.0, 2.5)
+    raw = raw.numpy()
+    for element in range(3):
+        rows = raw[inputs.atom_types.numpy() == element]
+        mean, std = stats["repformers"].mean_std(set_mean_zero=False)
+        assert mean[element, 0] == pytest.approx(rows[..., 0].mean(), rel=1e-12)
+        assert std[element, 0] == pytest.approx(max(rows[..., 0].std(), 1e-2), rel=1e-10)
+        assert std[element, 1] == pytest.approx(max(rows[..., 1:].std(), 1e-2), rel=1e-10)
+        assert np.all(mean[element, 1:] == 0)
+
+
+def test_energy_bias_least_squares_recovers_shifts():
+    model = build_model("new")
+    frames = [periodic_frame(seed) for seed in range(3)] + [molecule_frame(), slab_frame()]
+    inputs = model_input(frames, ELEMENTS, [(4.0, 40), (3.0, 20)])
+    shifts = torch.tensor([0.5, -2.0, 3.0], dtype=torch.float64)
+    counts = torch.zeros(len(frames), 3, dtype=torch.float64)
+    counts.index_put_(
+        (inputs.frame_index, inputs.atom_types),
+        torch.ones(inputs.num_atoms, dtype=torch.float64),
+        True,
+    )
+    old_bias = model.head().energy_bias.clone()
+    labels = model.energy(inputs).detach() + counts @ shifts
+    fit_energy_bias(model, [(inputs, labels)], mode="change")
+    assert torch.allclose(model.head().energy_bias, old_bias + shifts, atol=1e-8)
+    with pytest.raises(ValueError, match="2 energies for 5 frames"):
+        fit_energy_bias(model, [(inputs, labels[:2])])
+
+
+def test_heads_share_the_descriptor_and_differ_by_bias():
+    config = dataclasses.replace(
+        tiny_config(), heads={"water": FittingConfig(neurons=(8, 8)), "oxides": FittingConfig()}
+    )
+    model = DPA2Model(config)
+    model.heads["oxides"] = EnergyHead(
+        FittingConfig(neurons=(8, 8)),
+        num_in=model.descriptor.num_out,
+        num_elements=3,
+        dtype=torch.float64,
+    )
+    model.heads["oxides"].load_state_dict(model.heads["water"].state_dict())
+    model.heads["oxides"].energy_bias += torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    inputs = model_input([molecule_frame()], ELEMENTS, [(4.0, 40), (3.0, 20)])
+    water = model.energy(inputs, "water")
+    oxides = model.energy(inputs, "oxides")
+    # ethanol C2H6O: 6 H, 2 C, 1 O
+    assert float((oxides - water).detach()) == pytest.approx(6 * 1.0 + 2 * 2.0 + 3.0, abs=1e-10)
+    with pytest.raises(ValueError, match="choose one with head="):
+        model.energy(inputs)
+    with pytest.raises(KeyError, match="no head 'nope'"):
+        model.energy(inputs, "nope")
+
+
+def test_isolated_atom_energy_equals_bias():
+    config = dataclasses.replace(
+        tiny_config(), heads={"default": FittingConfig(neurons=(8, 8), zero_isolated_atoms=True)}
+    )
+    model = DPA2Model(config)
+    bias = torch.tensor([-13.6, -1030.0, -2040.0], dtype=torch.float64)
+    model.head().energy_bias.copy_(bias)
+    evaluator = physics.dpa2_evaluator(model)
+    physics.check_isolated_atoms(evaluator, ELEMENTS, bias.tolist(), tolerance=1e-12)
+    physics.check_forces_finite_difference(evaluator, molecule_frame(), tolerance=1e-6)
+    # deepmd-kit's convention (the default) adds the fitting output of the empty environment.
+    plain = build_model("new")
+    vacuum = plain.head().fitting_net(plain.vacuum_descriptor()).squeeze(-1).detach()
+    expected = (plain.head().energy_bias + vacuum).tolist()
+    physics.check_isolated_atoms(physics.dpa2_evaluator(plain), ELEMENTS, expected)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = build_model("old_strip")
+    path = tmp_path / "model.pt"
+    save_checkpoint(model, path)
+    loaded = load_checkpoint(path)
+    assert loaded.config == model.config
+    inputs = model_input([periodic_frame()], ELEMENTS, [(4.0, 40), (3.0, 20)])
+    assert torch.equal(evaluate(loaded, inputs).forces, evaluate(model, inputs).forces)
+    assert torch.equal(loaded.descriptor.repinit.std, model.descriptor.repinit.std)
+
+
+def test_checkpoint_loading_never_runs_code(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "lamforge.dpa2/1", "config": Payload(), "state": {}}, path)
+    with pytest.raises(ValueError, match="not a loadable lamforge checkpoint"):
+        load_checkpoint(path)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(ValueError, match="expected checkpoint format"):
+        load_checkpoint(other)
