@@ -36,6 +36,10 @@ from lamforge.train.initialize import energy_samples, initialize_from_data
 from lamforge.train.stream import LoaderStream, TrainingBatch, training_batch
 from lamforge.train.trainer import Trainer, TrainingResult
 
+#: Steps of one "epoch" of task-weighted sampling: a constant, so that a run resumed with more
+#: steps continues the same sample order.
+WEIGHTED_EPOCH = 1000
+
 
 def init_distributed() -> tuple[int, int]:
     """Initialises torch.distributed under torchrun; returns (rank, world_size)."""
@@ -166,7 +170,7 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True) -> Train
         model = load_pretrained(config.finetune.pretrained)
     sources = _weighted(store, config, train_sources)
     loader = _loader(
-        config, sources, model, sampling="weighted", batches_per_epoch=config.trainer.steps,
+        config, sources, model, sampling="weighted", batches_per_epoch=WEIGHTED_EPOCH,
         rank=rank, world_size=world_size,
     )  # fmt: skip
     if not resume:

@@ -1,0 +1,104 @@
+"""`lamforge train` / `finetune` runs through a store: learn, resume exactly, fine-tune."""
+
+import csv
+import dataclasses
+
+import pytest
+import torch
+
+from lamforge.config import from_dict, to_dict
+from lamforge.data.demo import DemoConfig, demo_tasks, write_extxyz
+from lamforge.data.format import DatasetInfo
+from lamforge.data.ingest import import_sources
+from lamforge.data.store import Store
+from lamforge.nn.checkpoint import load_checkpoint
+from lamforge.testing.tiny_models import tiny_dpa2_config
+from lamforge.train.config import FinetuneSection, RunConfig
+from lamforge.train.run import run
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    store = Store.open(root / "store.zarr", create=True)
+    for task in demo_tasks(DemoConfig(frames_per_task=12, seed=2)):
+        path = write_extxyz(task, root / f"{task.name}.extxyz")
+        import_sources(store, DatasetInfo(name=task.name), [path])
+    return store.path
+
+
+def _config(store, output, steps=6, tasks=("bulk", "surfaces")):
+    custom = tiny_dpa2_config(["Al"]).to_dict()
+    custom.pop("elements")
+    return from_dict(
+        RunConfig,
+        {
+            "output_dir": str(output),
+            "model": {"custom": custom},
+            "data": {
+                "store": str(store),
+                "tasks": {name: {"train": [name]} for name in tasks},
+                "frames_per_batch": 2,
+                "statistics_frames": 4,
+                "num_threads": 1,
+            },
+            "trainer": {
+                "steps": steps, "log_every": 1, "validate_every": 0, "checkpoint_every": 3,
+                "learning_rate": {"start": 0.003, "stop": 0.0003, "decay_steps": 2},
+            },
+        },
+    )  # fmt: skip
+
+
+def _losses(path):
+    with open(path) as handle:
+        return [(r["step"], r["task"], r["loss"]) for r in csv.DictReader(handle) if r["loss"]]
+
+
+def test_multitask_run_writes_model_and_curves(store, tmp_path):
+    config = _config(store, tmp_path / "run")
+    assert from_dict(RunConfig, to_dict(config)) == config
+    result = run(config, progress=False)
+    assert result.steps == 6
+    model = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert set(model.heads) == {"bulk", "surfaces"}
+    assert model.elements == ("Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au")
+    # The bias was fitted per task: the tasks' energy offsets differ, so do the biases.
+    assert not torch.equal(model.heads["bulk"].energy_bias, model.heads["surfaces"].energy_bias)
+    assert {task for _, task, _ in _losses(tmp_path / "run" / "curves.csv")} <= {"bulk", "surfaces"}
+    assert (tmp_path / "run" / "curves.png").is_file()
+    assert (tmp_path / "run" / "config.yaml").is_file()
+
+
+def test_resume_continues_the_same_run(store, tmp_path):
+    config = _config(store, tmp_path / "run")
+    run(config, progress=False)
+    straight_losses = _losses(tmp_path / "run" / "curves.csv")
+    straight = load_checkpoint(tmp_path / "run" / "model.pt").state_dict()
+    # As if the run had stopped after the checkpoint of step 3.
+    (tmp_path / "run" / "checkpoints" / "ckpt-00000006.pt").unlink()
+    (tmp_path / "run" / "model.pt").unlink()
+    run(config, resume=True, progress=False)
+    assert _losses(tmp_path / "run" / "curves.csv") == straight_losses
+    resumed = load_checkpoint(tmp_path / "run" / "model.pt").state_dict()
+    for name, value in straight.items():
+        assert torch.equal(value, resumed[name]), name
+
+
+def test_finetune_from_pretrained_head(store, tmp_path):
+    run(_config(store, tmp_path / "pre"), progress=False)
+    config = dataclasses.replace(
+        _config(store, tmp_path / "fine", tasks=("alloy",)),
+        finetune=FinetuneSection(pretrained=tmp_path / "pre" / "model.pt", from_head="bulk"),
+    )
+    run(config, progress=False)
+    pretrained = load_checkpoint(tmp_path / "pre" / "model.pt")
+    model = load_checkpoint(tmp_path / "fine" / "model.pt")
+    assert list(model.heads) == ["alloy"]
+    assert model.elements == pretrained.elements
+    wrong_head = FinetuneSection(pretrained=tmp_path / "pre" / "model.pt", from_head="nope")
+    with pytest.raises(KeyError, match="no head 'nope'"):
+        run(
+            dataclasses.replace(config, output_dir=tmp_path / "bad", finetune=wrong_head),
+            progress=False,
+        )
