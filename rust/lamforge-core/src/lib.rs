@@ -6,6 +6,7 @@
 
 pub mod cell;
 pub mod error;
+pub mod memory;
 pub mod neighbors;
 pub mod parallel;
 

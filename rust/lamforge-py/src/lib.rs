@@ -4,6 +4,7 @@
 //! core crate. Public Python APIs wrap these functions in `python/lamforge/`.
 
 mod error;
+mod neighbors;
 
 use numpy::PyReadonlyArray2;
 use pyo3::exceptions::PyValueError;
@@ -38,5 +39,6 @@ fn cell_heights(cell: PyReadonlyArray2<'_, f64>) -> PyResult<[f64; 3]> {
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(core_version, module)?)?;
     module.add_function(wrap_pyfunction!(cell_heights, module)?)?;
+    neighbors::register(module)?;
     Ok(())
 }
