@@ -1,1 +1,1 @@
-"""Reusable test helpers: reference neighbour lists and physics checks for energy models."""
+"""Reusable test helpers: oracles (neighbour lists), reference implementations and physics checks."""

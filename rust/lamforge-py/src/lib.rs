@@ -5,6 +5,7 @@
 
 mod error;
 mod loader;
+mod neighbors;
 
 use numpy::PyReadonlyArray2;
 use pyo3::exceptions::PyValueError;
@@ -41,5 +42,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(cell_heights, module)?)?;
     module.add("StoreError", module.py().get_type::<error::StoreError>())?;
     loader::register(module)?;
+    neighbors::register(module)?;
     Ok(())
 }
