@@ -45,10 +45,13 @@ def test_cell_heights_rejects_bad_cells(cell, message):
         _core.cell_heights(cell)
 
 
-def test_stub_declares_every_function():
+def test_stub_declares_every_name():
     stub = Path(lamforge.__file__).with_name("_core.pyi")
-    declared = {
-        node.name for node in ast.parse(stub.read_text()).body if isinstance(node, ast.FunctionDef)
-    }
+    declared = set()
+    for node in ast.parse(stub.read_text()).body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef):
+            declared.add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            declared.add(node.target.id)
     exported = {name for name in dir(_core) if not name.startswith("_")}
     assert exported == declared

@@ -1,1 +1,1 @@
-"""Reusable test helpers: oracles (neighbour lists), reference implementations and physics checks."""
+"""Reusable test helpers: oracles, reference neighbour lists and physics checks."""
