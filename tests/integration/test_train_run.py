@@ -70,6 +70,21 @@ def test_multitask_run_writes_model_and_curves(store, tmp_path):
     assert (tmp_path / "run" / "config.yaml").is_file()
 
 
+def test_split_gives_validation_metrics(store, tmp_path):
+    from lamforge.data.curate import assign_splits
+
+    opened = Store.open(store)
+    opened.write_index("bulk", assign_splits(opened.index("bulk"), (0.75, 0.25, 0.0), seed=0))
+    config = _config(store, tmp_path / "run", tasks=("bulk",))
+    tasks = {"bulk": dataclasses.replace(config.data.tasks["bulk"], split=True)}
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, tasks=tasks))
+    result = run(config, progress=False)
+    assert result.validation["bulk"].num_frames == 3
+    assert result.best_checkpoint is not None
+    with open(tmp_path / "run" / "curves.csv") as handle:
+        assert any(row["split"] == "valid" for row in csv.DictReader(handle))
+
+
 def test_resume_continues_the_same_run(store, tmp_path):
     config = _config(store, tmp_path / "run")
     run(config, progress=False)

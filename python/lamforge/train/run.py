@@ -59,7 +59,7 @@ def _frames(store: Store, dataset: str, split: str | None) -> list[int] | None:
         raise ValueError(
             f"dataset {dataset!r} has no split; run `lamforge data split` first or set split: false"
         )
-    return index.filter(pl.col("split") == split)["frame_id"].to_list()
+    return index.filter(pl.col("split") == split)["frame"].to_list()
 
 
 def _sources(store: Store, task: TaskData, validation: bool) -> list[DatasetSource]:
