@@ -76,7 +76,7 @@ class LAMCalculator(Calculator):
         ).to(self.device)
         periodic = bool(atoms.pbc.all())
         output = evaluate(self.model, inputs, self.head, forces=True, virial=periodic)
-        energy = float(output.energy[0])
+        energy = float(output.energy[0].detach())
         self.results = {
             "energy": energy,
             "free_energy": energy,
