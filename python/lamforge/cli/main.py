@@ -10,9 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lamforge.cli import data, datasets, quickstart, version
+from lamforge.cli import data, datasets, quickstart, train, version
 
-_COMMANDS = (version, quickstart, data, datasets)
+_COMMANDS = (version, quickstart, data, datasets, train)
 
 
 def build_parser() -> argparse.ArgumentParser:
