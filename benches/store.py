@@ -165,6 +165,7 @@ def bench_curation(store: Store, workdir: Path) -> dict[str, dict[str, float]]:
     """Wall time of each curation command on the whole store."""
     path = str(store.path)
     total = sum(store.info(name).num_frames for name in store.datasets())
+    num_datasets = len(store.datasets())
     timings = {
         "stats (all datasets, with PNGs)": _cli("stats", path, "--plots", str(workdir / "plots")),
         "stats --json (all datasets)": _cli("stats", path, "--json"),
@@ -214,7 +215,7 @@ def bench_curation(store: Store, workdir: Path) -> dict[str, dict[str, float]]:
             str(workdir / "water_dp"),
         ),
     }
-    print(f"curation on {total} frames in {len(store.datasets())} datasets:")
+    print(f"curation on {total} frames in {num_datasets} datasets (commands in this order):")
     for command, seconds in timings.items():
         print(f"  {command:38s} {seconds['wall']:6.2f} s wall {seconds['cpu']:6.2f} s CPU")
     return timings

@@ -81,13 +81,13 @@ def closest_pair(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutof
 
 def _batch_findings(name: str, batch: FrameBatch, config: ValidationConfig) -> list[Finding]:
     findings = []
-    fields = {"positions": batch.positions, "forces": batch.forces}
     for index in range(batch.num_frames):
         frame_id = int(batch.frame_ids[index])
         atoms = slice(int(batch.atom_offsets[index]), int(batch.atom_offsets[index + 1]))
-        bad = [
-            f for f, values in fields.items() if values is not None and _nonfinite(values[atoms])
-        ]
+        bad = ["positions"] if _nonfinite(batch.positions[atoms]) else []
+        # A missing label is stored as NaN; only labels the mask says are present must be finite.
+        if batch.has_forces[index] and _nonfinite(batch.forces[atoms]):
+            bad.append("forces")
         if not np.isfinite(batch.cell[index]).all():
             bad.append("cell")
         if batch.has_energy[index] and not np.isfinite(batch.energy[index]):
