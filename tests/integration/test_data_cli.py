@@ -233,3 +233,13 @@ def test_whole_shared_data(tmp_path, capsys, shared_data):
     assert any(
         f["check"] == "force_outlier" and f["dataset"] == "mptrj" for f in report["findings"]
     )
+
+
+def test_data_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["data", "--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("import", "stats", "validate", "filter", "split", "merge", "export"):
+        assert command in out
+    assert _run(capsys, "stats", "/nonexistent/store.zarr")[0] == 2

@@ -235,11 +235,13 @@ def frame_to_atoms(frame: Frame) -> Atoms:
         cell=frame.cell,
         pbc=frame.pbc,
     )
-    if frame.charges is not None:
-        atoms.set_initial_charges(frame.charges)
-    if frame.magnetic_moments is not None:
-        atoms.set_initial_magnetic_moments(frame.magnetic_moments)
+    # Charges and moments are computed labels, so they go with the results (extended XYZ then
+    # writes them as ``charges`` and ``magmoms`` columns that ASE reads back as results).
     results = {}
+    if frame.charges is not None:
+        results["charges"] = frame.charges
+    if frame.magnetic_moments is not None:
+        results["magmoms"] = frame.magnetic_moments
     if frame.energy is not None:
         results["energy"] = frame.energy
     if frame.forces is not None:

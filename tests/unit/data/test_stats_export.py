@@ -111,3 +111,25 @@ def test_deepmd_round_trip(shared_data, tmp_path):
     np.testing.assert_array_equal(after.atomic_numbers, before.atomic_numbers)
     with pytest.raises(FileExistsError):
         export_deepmd(store.reader("water"), output)
+
+
+def test_extxyz_round_trip_of_extras(tmp_path):
+    from lamforge.data.frames import Frame
+
+    store = Store.open(tmp_path / "s.zarr", create=True)
+    frame = Frame(
+        positions=np.array([[0.0, 0, 0], [0, 0, 1.1]]),
+        atomic_numbers=np.array([6, 8]),
+        cell=np.zeros((3, 3)),
+        pbc=np.zeros(3, bool),
+        energy=-10.0,
+        forces=np.array([[0.0, 0, 0.5], [0, 0, -0.5]]),
+        charges=np.array([0.3, -0.3]),
+        magnetic_moments=np.array([0.0, 2.0]),
+    )
+    write_dataset(store, "co", [frame])
+    export_extxyz(store.reader("co"), tmp_path / "co.xyz")
+    again = next(iter_source(tmp_path / "co.xyz"))
+    np.testing.assert_allclose(again.charges, frame.charges)
+    np.testing.assert_allclose(again.magnetic_moments, frame.magnetic_moments)
+    np.testing.assert_allclose(again.forces, frame.forces)
