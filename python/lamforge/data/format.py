@@ -48,7 +48,9 @@ their shard files.
 
 A write is atomic: a dataset is built in a staging directory next to the store
 (``.<store name>.staging/NAME``), its ``complete`` attribute set last, and the directory renamed
-into the store. Readers ignore groups whose ``complete`` attribute is not true.
+into the store. Readers refuse groups whose ``complete`` attribute is not true. Overwriting moves
+the old group to ``.<store name>.staging/NAME.replaced`` first; opening the store puts it back if
+the new one never arrived.
 """
 
 from __future__ import annotations
