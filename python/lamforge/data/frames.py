@@ -81,8 +81,12 @@ class Frame:
                 _check_shape(name, value, shape)
         if self.virial is not None and not self.pbc.all():
             raise FrameError("field 'virial': only frames periodic in all directions have one")
-        if self.pbc.any() and abs(np.linalg.det(self.cell)) < 1e-9:
-            raise FrameError(f"field 'cell': periodic frame (pbc={self.pbc.tolist()}) has no cell")
+        periodic_vectors = np.asarray(self.cell)[np.asarray(self.pbc, dtype=bool)]
+        if np.linalg.matrix_rank(periodic_vectors, tol=1e-9) < len(periodic_vectors):
+            raise FrameError(
+                f"field 'cell': the lattice vectors of the periodic directions "
+                f"(pbc={self.pbc.tolist()}) are zero or linearly dependent"
+            )
         for name in ("positions", "cell", "energy", "forces", "virial"):
             value = getattr(self, name)
             if value is not None and not np.all(np.isfinite(value)):
