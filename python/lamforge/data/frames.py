@@ -81,8 +81,13 @@ class Frame:
                 _check_shape(name, value, shape)
         if self.virial is not None and not self.pbc.all():
             raise FrameError("field 'virial': only frames periodic in all directions have one")
-        periodic_vectors = np.asarray(self.cell)[np.asarray(self.pbc, dtype=bool)]
-        if np.linalg.matrix_rank(periodic_vectors, tol=1e-9) < len(periodic_vectors):
+        pbc = np.asarray(self.pbc, dtype=bool)
+        if pbc.all():
+            degenerate = abs(np.linalg.det(self.cell)) < 1e-9
+        else:
+            periodic_vectors = np.asarray(self.cell)[pbc]
+            degenerate = np.linalg.matrix_rank(periodic_vectors, tol=1e-9) < pbc.sum()
+        if degenerate:
             raise FrameError(
                 f"field 'cell': the lattice vectors of the periodic directions "
                 f"(pbc={self.pbc.tolist()}) are zero or linearly dependent"

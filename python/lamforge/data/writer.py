@@ -152,13 +152,18 @@ class DatasetWriter:
         """Frames of ``source`` already written (to skip when resuming)."""
         return self.frames_per_source.get(source, 0)
 
-    def add(self, frame: Frame) -> None:
-        """Buffers one frame (checked first); writes when about a shard of atoms is pending.
+    def add(self, frame: Frame, *, check: bool = True) -> None:
+        """Buffers one frame; writes when about a shard of atoms is pending.
+
+        Args:
+            frame: The frame.
+            check: Run ``Frame.check`` first (False when the caller already did).
 
         Raises:
             FrameError: if a field has the wrong shape or a non-finite value.
         """
-        frame.check()
+        if check:
+            frame.check()
         self._buffer.append(frame)
         self._buffered_atoms += frame.num_atoms
         if self._buffered_atoms >= self.flush_atoms:
