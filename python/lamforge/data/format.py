@@ -55,7 +55,7 @@ the new one never arrived.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +223,10 @@ class DatasetInfo:
                 f"dataset '{data.get('name')}' has lamforge-store schema version {version}; "
                 f"this lamforge reads version {SCHEMA_VERSION}"
             )
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"dataset '{data.get('name')}' has unknown attributes {unknown}")
         data["level_of_theory"] = LevelOfTheory(**data.get("level_of_theory", {}))
         data["source"] = tuple(data.get("source", ()))
         data["elements"] = tuple(data.get("elements", ()))
