@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import zarr
-from ase.data import chemical_symbols
+from ase.data import atomic_numbers, chemical_symbols
 from zarr.codecs import ZstdCodec
 
 from lamforge.data.format import (
@@ -35,6 +35,8 @@ from lamforge.data.frames import Frame
 from lamforge.data.index import index_frame, index_row, write_index
 
 PROGRESS_FILE = "progress.json"
+#: Suffix of a dataset moved aside while an overwrite puts its replacement in place.
+REPLACED_SUFFIX = ".replaced"
 _INDEX_PARTS = "index_parts"
 _REQUIRED = ("atom_offsets", "positions", "atomic_numbers", "cell", "pbc", "energy", "has_energy")
 
@@ -150,13 +152,18 @@ class DatasetWriter:
         """Frames of ``source`` already written (to skip when resuming)."""
         return self.frames_per_source.get(source, 0)
 
-    def add(self, frame: Frame) -> None:
-        """Buffers one frame (checked first); writes when about a shard of atoms is pending.
+    def add(self, frame: Frame, *, check: bool = True) -> None:
+        """Buffers one frame; writes when about a shard of atoms is pending.
+
+        Args:
+            frame: The frame.
+            check: Run ``Frame.check`` first (False when the caller already did).
 
         Raises:
             FrameError: if a field has the wrong shape or a non-finite value.
         """
-        frame.check()
+        if check:
+            frame.check()
         self._buffer.append(frame)
         self._buffered_atoms += frame.num_atoms
         if self._buffered_atoms >= self.flush_atoms:
@@ -216,9 +223,9 @@ class DatasetWriter:
         parts = sorted((self.staging / _INDEX_PARTS).glob("*.parquet"))
         index = pl.concat([pl.read_parquet(part) for part in parts]) if parts else index_frame([])
         write_index(index, self.staging / INDEX_FILE)
-        numbers = sorted(
-            {int(z) for z in np.unique(self.group["atomic_numbers"][:])} if self.num_atoms else ()
-        )
+        # From the index, not the atomic_numbers array, which may not fit in memory.
+        symbols = index["elements"].explode().drop_nulls().unique().to_list()
+        numbers = sorted(atomic_numbers[symbol] for symbol in symbols)
         labels = {"energy": int(np.count_nonzero(self.group["has_energy"][:]))}
         for label in OPTIONAL_LABELS:
             present = f"has_{label}" in stored_arrays(self.staging)
@@ -245,7 +252,9 @@ class DatasetWriter:
         if self.destination.exists():
             if not self.overwrite:
                 raise FileExistsError(f"dataset '{self.info.name}' appeared while writing it")
-            retired = self.staging.with_name(f"{self.staging.name}.replaced")
+            # Two renames, not one: between them the old dataset waits in the staging area, and
+            # ``Store.open`` puts it back if the process died right there.
+            retired = self.staging.with_name(f"{self.staging.name}{REPLACED_SUFFIX}")
             os.replace(self.destination, retired)
             os.replace(self.staging, self.destination)
             shutil.rmtree(retired)
