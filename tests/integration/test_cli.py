@@ -28,12 +28,21 @@ def test_version_json(capsys):
 
 def test_quickstart_writes_summary(tmp_path, capsys):
     workdir = tmp_path / "qs"
-    code = main(["quickstart", "--workdir", str(workdir), "--frames-per-task", "4", "--quiet"])
-    assert code == 0
+    assert main(["quickstart", "--workdir", str(workdir), "--smoke", "--quiet"]) == 0
     summary = json.loads((workdir / "summary.json").read_text())
-    data = next(stage for stage in summary["stages"] if stage["name"] == "data")
-    assert data["seconds"] > 0
-    assert data["metrics"]["frames"] == {"bulk": 4, "surfaces": 4, "clusters": 4, "alloy": 4}
-    for task in data["metrics"]["frames"]:
+    stages = {stage["name"]: stage for stage in summary["stages"]}
+    assert list(stages) == ["data", "store", "pretrain", "finetune", "scratch", "md"]
+    assert stages["data"]["metrics"]["frames"] == {
+        "bulk": 24, "surfaces": 24, "clusters": 24, "alloy": 24,
+    }  # fmt: skip
+    for task in stages["data"]["metrics"]["frames"]:
         assert (workdir / "data" / f"{task}.extxyz").is_file()
-    assert "stage" in capsys.readouterr().out
+    assert set(stages["pretrain"]["metrics"]["validation"]) == {"bulk", "surfaces", "clusters"}
+    methods = {
+        (row["method"], row["train_frames"]) for row in stages["finetune"]["metrics"]["test"]
+    }
+    assert methods == {("zero-shot", 4), ("fine-tuned", 4), ("zero-shot", 8), ("fine-tuned", 8)}
+    assert len(stages["scratch"]["metrics"]["test"]) == 2
+    assert stages["md"]["metrics"]["finite"]
+    assert (workdir / "pretrain" / "model.pt").is_file()
+    assert "pretrain" in capsys.readouterr().out

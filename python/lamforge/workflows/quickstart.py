@@ -8,10 +8,11 @@ distillation, MD) is added by the issue that builds its part of the library.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lamforge.data.demo import DemoConfig, DemoTask, demo_tasks, write_extxyz
+from lamforge.workflows.demo_training import DemoTrainingConfig
 from lamforge.workflows.summary import Stage, Summary
 
 
@@ -22,12 +23,27 @@ class QuickstartConfig:
     Attributes:
         workdir: Folder that receives every output (created if missing).
         demo: Size and seed of the generated data.
+        training: Steps and sizes of the training stages.
         progress: Show progress bars.
     """
 
     workdir: Path = Path("lamforge-quickstart")
     demo: DemoConfig = DemoConfig()
+    training: DemoTrainingConfig = field(default_factory=DemoTrainingConfig)
     progress: bool = True
+
+
+def smoke_config(workdir: Path, progress: bool = False) -> QuickstartConfig:
+    """A seconds-long quickstart with every stage (for tests and ``--smoke``)."""
+    return QuickstartConfig(
+        workdir=workdir,
+        demo=DemoConfig(frames_per_task=24),
+        training=DemoTrainingConfig(
+            pretrain_steps=12, finetune_steps=6, downstream_train_frames=(4, 8),
+            downstream_test_frames=8, md_steps=10,
+        ),
+        progress=progress,
+    )  # fmt: skip
 
 
 def run_quickstart(config: QuickstartConfig) -> Summary:
@@ -53,8 +69,42 @@ def run_quickstart(config: QuickstartConfig) -> Summary:
     with summary.stage("store") as stage:
         _store_stage(tasks, workdir, stage, progress=config.progress)
 
+    _training_stages(summary, tasks, workdir, config)
+
     summary.save(workdir / "summary.json")
     return summary
+
+
+def _training_stages(
+    summary: Summary, tasks: list[DemoTask], workdir: Path, config: QuickstartConfig
+) -> None:
+    """Pre-training, fine-tuning vs from scratch on the downstream task, and MD."""
+    from lamforge.workflows import demo_training
+
+    store = workdir / "store.zarr"
+    training = config.training
+    pretrain_tasks = [task.name for task in tasks if not task.downstream]
+    (downstream,) = [task.name for task in tasks if task.downstream]
+    with summary.stage("pretrain") as stage:
+        pretrained, validation = demo_training.pretrain(
+            store, workdir, pretrain_tasks, training, config.progress
+        )
+        stage.metrics["steps"] = training.pretrain_steps
+        stage.metrics["validation"] = validation
+    with summary.stage("finetune") as stage:
+        rows = demo_training.transfer(
+            store, workdir, downstream, pretrained, training, config.progress
+        )
+        stage.metrics["steps"] = training.finetune_steps
+        stage.metrics["test"] = [row for row in rows if row["method"] != "from scratch"]
+    summary.stages.append(
+        Stage(name="scratch", seconds=0.0,
+              metrics={"steps": training.finetune_steps,
+                       "test": [row for row in rows if row["method"] == "from scratch"]})
+    )  # fmt: skip
+    with summary.stage("md") as stage:
+        finetuned = workdir / f"fine-tuned-{max(training.downstream_train_frames)}" / "model.pt"
+        stage.metrics.update(demo_training.molecular_dynamics(finetuned, training.md_steps))
 
 
 def _store_stage(tasks: list[DemoTask], workdir: Path, stage: Stage, *, progress: bool) -> None:
