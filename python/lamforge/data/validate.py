@@ -11,11 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from ase.neighborlist import primitive_neighbor_list
-from matscipy.neighbours import neighbour_list
 
 from lamforge.data.frames import FrameBatch
 from lamforge.data.reader import DatasetReader, StoreCorruptionError
+from lamforge.neighbors import neighbor_list
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,18 +69,12 @@ def closest_pair(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutof
     """Shortest interatomic distance below ``cutoff`` (periodic images included), else inf."""
     if positions.shape[0] < 2 and not pbc.any():
         return float("inf")
-    if not pbc.any():
-        difference = positions[:, None, :] - positions[None, :, :]
-        distances = np.sqrt((difference**2).sum(axis=-1))
-        np.fill_diagonal(distances, np.inf)
-        return float(distances.min())
-    if abs(np.linalg.det(cell)) < 1e-9:
-        # A zero vector along a non-periodic direction (allowed): ASE's list copes with it.
-        distances = primitive_neighbor_list("d", pbc, cell, positions, cutoff)
-    else:
-        # matscipy's C cell list: about 100x faster than ASE's NumPy one on 100-atom frames.
-        distances = neighbour_list("d", positions=positions, cell=cell, pbc=pbc, cutoff=cutoff)
-    return float(distances.min()) if distances.size else float("inf")
+    # lamforge's Rust cell list; a zero cell vector along a non-periodic direction is allowed.
+    found = neighbor_list(
+        positions, cell if pbc.any() else None, tuple(bool(p) for p in pbc), cutoff=cutoff,
+        num_threads=1,
+    )  # fmt: skip
+    return float(found.distances.min()) if found.distances.size else float("inf")
 
 
 def _batch_findings(name: str, batch: FrameBatch, config: ValidationConfig) -> list[Finding]:
