@@ -14,9 +14,10 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from lamforge.nn.atoms import model_input_from_atoms
+from lamforge.calculators.verlet import VerletNeighbors
 from lamforge.nn.checkpoint import load_checkpoint
 from lamforge.nn.forces import evaluate
+from lamforge.nn.inputs import ModelInput, NeighborList, atom_types_from_numbers
 from lamforge.nn.model import DPA2Model
 
 
@@ -34,6 +35,9 @@ class LAMCalculator(Calculator):
         head: Head to use (required when the model has several).
         device: Torch device (default: CUDA when available, else CPU).
         num_threads: Threads of the neighbour search (0: all cores).
+        skin: Verlet skin (Å): neighbour lists are searched at cutoff + skin and reused while no
+            atom moved more than skin / 2 (same results as searching every step). 0 searches at
+            every evaluation.
 
     Results: ``energy`` and ``free_energy`` (eV), ``energies`` (per atom, eV), ``forces`` (eV/Å)
     and, for fully periodic cells, ``stress`` (Voigt, eV/Å^3, ASE sign).
@@ -47,6 +51,7 @@ class LAMCalculator(Calculator):
         head: str | None = None,
         device: str | torch.device | None = None,
         num_threads: int = 0,
+        skin: float = 0.0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -58,9 +63,28 @@ class LAMCalculator(Calculator):
         self.model = model.to(self.device).eval()
         self.model.head(head)  # fails early, naming the heads, if the choice is ambiguous
         self.head = head
-        self.num_threads = num_threads
         # Every block the model reads; blocks with equal specs are built once.
         self.specs = sorted(set(self.model.descriptor.neighbor_specs().values()), reverse=True)
+        self.neighbors = VerletNeighbors(self.specs, skin, num_threads)
+
+    def _inputs(self, atoms: Atoms) -> ModelInput:
+        pbc = tuple(bool(p) for p in atoms.pbc)
+        cell = atoms.cell.array if any(pbc) else None
+        blocks = self.neighbors.blocks(atoms.positions, cell, pbc, atoms.numbers)
+        dtype = self.model.dtype
+        return ModelInput(
+            positions=torch.as_tensor(atoms.positions, dtype=dtype),
+            atom_types=atom_types_from_numbers(atoms.numbers, self.model.elements),
+            cell=torch.as_tensor(np.zeros((3, 3)) if cell is None else cell, dtype=dtype)[None],
+            frame_index=torch.zeros(len(atoms), dtype=torch.int64),
+            neighbors=tuple(
+                NeighborList(
+                    cutoff=cutoff, max_neighbors=cap, index=torch.from_numpy(index),
+                    shifts=torch.from_numpy(shifts),
+                )
+                for (cutoff, cap), (index, shifts) in zip(self.specs, blocks, strict=True)
+            ),
+        ).to(self.device)  # fmt: skip
 
     def calculate(
         self,
@@ -71,9 +95,7 @@ class LAMCalculator(Calculator):
         """Evaluates the model on ``atoms`` and stores the results."""
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
-        inputs = model_input_from_atoms(
-            [atoms], self.model.elements, self.specs, self.model.dtype, self.num_threads
-        ).to(self.device)
+        inputs = self._inputs(atoms)
         periodic = bool(atoms.pbc.all())
         output = evaluate(self.model, inputs, self.head, forces=True, virial=periodic)
         energy = float(output.energy[0].detach())

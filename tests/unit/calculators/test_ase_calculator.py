@@ -122,3 +122,30 @@ def test_short_md_conserves_energy(model):
     start = atoms.get_total_energy()
     dynamics.run(20)
     assert abs(atoms.get_total_energy() - start) < 1e-3 * len(atoms)
+
+
+@pytest.mark.parametrize("name", ["bulk", "molecule"])
+def test_skin_reuse_equals_searching_every_step(model, name):
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+
+    runs = {}
+    for skin in (0.0, 1.0):
+        atoms = _structures()[name]
+        atoms.calc = LAMCalculator(model, skin=skin)
+        scale = np.sqrt(atoms.get_masses() * units.kB * 2000.0)[:, None]
+        atoms.set_momenta(np.random.default_rng(3).normal(size=(len(atoms), 3)) * scale)
+        energies, forces = [], []
+        dynamics = VelocityVerlet(atoms, timestep=1.0 * units.fs)
+
+        def record(a=atoms, e=energies, f=forces):
+            e.append(a.get_potential_energy())
+            f.append(a.get_forces().copy())
+
+        dynamics.attach(record, interval=1)
+        dynamics.run(15)
+        runs[skin] = (np.array(energies), np.array(forces), atoms.calc.neighbors.searches)
+    np.testing.assert_allclose(runs[1.0][0], runs[0.0][0], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(runs[1.0][1], runs[0.0][1], rtol=0, atol=1e-10)
+    assert runs[0.0][2] >= 16
+    assert runs[1.0][2] < runs[0.0][2] / 2
