@@ -9,6 +9,7 @@ MPtrj frames are small cells with many periodic images.
 
 from __future__ import annotations
 
+import deepmd_reference  # tests/parity is on sys.path (conftest.py)
 import numpy as np
 import pytest
 import torch
@@ -17,8 +18,6 @@ from ase import Atoms
 from lamforge.interop.deepmd import load_checkpoint
 from lamforge.nn import evaluate
 from lamforge.testing.reference_neighbors import model_input
-
-import deepmd_reference  # noqa: I001  (tests/parity is put on sys.path by conftest.py)
 
 ENERGY_RELATIVE_TOLERANCE = 1e-10
 FORCE_TOLERANCE = 1e-8  # eV/Å
