@@ -51,20 +51,21 @@ def pair_moment(
     *,
     smooth: bool,
     use_sqrt_nnei: bool,
+    max_neighbors: int,
 ) -> torch.Tensor:
     """A_i = norm · Σ_j h2_ij ⊗ (g2_ij · sw_ij), [num_atoms, 3, d] (deepmd-kit ``_cal_hg``).
 
-    norm is 1/N or 1/√N with the fixed N when smooth, else 1/(1e-4 + count) or 1/(1e-4 + √count).
+    norm is 1/N or 1/√N with the fixed cap N (``max_neighbors``) when smooth, else 1/(1e-4 + count) or 1/(1e-4 + √count).
     """
-    num_atoms, num_slots, _ = g2.shape
+    num_atoms = g2.shape[0]
     g2 = g2.masked_fill(~mask.unsqueeze(-1), 0.0)
     if smooth:
         g2 = g2 * switch.unsqueeze(-1)
         shape = (num_atoms, 1, 1)
         if use_sqrt_nnei:
-            norm = torch.rsqrt(float(num_slots) * g2.new_ones(shape))
+            norm = torch.rsqrt(float(max_neighbors) * g2.new_ones(shape))
         else:
-            norm = (1.0 / float(num_slots)) * g2.new_ones(shape)
+            norm = (1.0 / float(max_neighbors)) * g2.new_ones(shape)
     else:
         count = torch.sum(mask.type_as(g2), dim=-1)
         norm = 1.0 / (COUNT_EPSILON + (torch.sqrt(count) if use_sqrt_nnei else count))
@@ -189,7 +190,7 @@ class RepformerLayer(nn.Module):
         neighbor_g1 = neighbor_g1.masked_fill(~mask.unsqueeze(-1), 0.0)
         if self.smooth:
             neighbor_g1 = neighbor_g1 * switch.unsqueeze(-1)
-            norm = (1.0 / float(mask.shape[1])) * g2.new_ones(mask.shape[0], 1)
+            norm = (1.0 / float(self.config.max_neighbors)) * g2.new_ones(mask.shape[0], 1)
         else:
             norm = 1.0 / (COUNT_EPSILON + torch.sum(mask.type_as(g2), dim=-1)).unsqueeze(-1)
         if self.config.g1_out_conv:
@@ -280,7 +281,11 @@ class RepformerLayer(nn.Module):
             assert neighbor_g1 is not None
             conv = self._convolution(neighbor_g1, g2, mask, switch)
             (updates if c.g1_out_conv else mlp_inputs).append(conv)
-        moment_options = {"smooth": self.smooth, "use_sqrt_nnei": c.use_sqrt_nnei}
+        moment_options = {
+            "smooth": self.smooth,
+            "use_sqrt_nnei": c.use_sqrt_nnei,
+            "max_neighbors": c.max_neighbors,
+        }
         if c.update_g1_has_grrg:
             moment = pair_moment(g2, h2, mask, switch, **moment_options)
             mlp_inputs.append(symmetrise(moment, c.axis_neurons))

@@ -50,6 +50,14 @@ class RepformerBlock(_StatisticsBlock):
             for layer in range(config.num_layers)
         )
 
+    def exact_without_empty_slots(self) -> bool:
+        """Empty slots only matter in smooth softmax attention (logit -20 in the denominator)."""
+        c = self.layers[0].config if len(self.layers) else None
+        if c is None or not self.layers[0].smooth:
+            return True
+        uses_pair_attention = c.update_g2_has_attn or c.update_h2
+        return not c.update_g1_has_attn and not (uses_pair_attention and len(self.layers) > 1)
+
     def forward(
         self, geometry: BlockGeometry, atom_types: torch.Tensor, g1: torch.Tensor
     ) -> torch.Tensor:
