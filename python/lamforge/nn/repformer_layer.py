@@ -55,7 +55,8 @@ def pair_moment(
 ) -> torch.Tensor:
     """A_i = norm · Σ_j h2_ij ⊗ (g2_ij · sw_ij), [num_atoms, 3, d] (deepmd-kit ``_cal_hg``).
 
-    norm is 1/N or 1/√N with the fixed cap N (``max_neighbors``) when smooth, else 1/(1e-4 + count) or 1/(1e-4 + √count).
+    norm is 1/N or 1/√N with the fixed cap N (``max_neighbors``) when smooth, else
+    1/(1e-4 + count) or 1/(1e-4 + √count).
     """
     num_atoms = g2.shape[0]
     g2 = g2.masked_fill(~mask.unsqueeze(-1), 0.0)
