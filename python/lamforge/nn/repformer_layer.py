@@ -206,6 +206,7 @@ class RepformerLayer(nn.Module):
         index: torch.Tensor,
         mask: torch.Tensor,
         switch: torch.Tensor,
+        num_trimmed: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Update all channels.
 
@@ -216,6 +217,7 @@ class RepformerLayer(nn.Module):
             index: [num_atoms, N] neighbour indices, empty slots set to a valid index.
             mask: [num_atoms, N] bool.
             switch: [num_atoms, N], zero in empty slots.
+            num_trimmed: empty slots trimmed off beyond N (the attention accounts for them).
 
         Returns:
             The new (g1, g2, h2) with the same shapes.
@@ -230,8 +232,10 @@ class RepformerLayer(nn.Module):
         if self.g1_self_mlp is not None:
             g1_updates.append(self.activation(self.g1_self_mlp(g1)))
         if self.update_pairs:
-            g2_updates, h2_updates = self._pair_updates(g1, g2, h2, neighbor_g1, mask, switch)
-        g1_updates += self._g1_updates(g1, g2, h2, neighbor_g1, mask, switch)
+            g2_updates, h2_updates = self._pair_updates(
+                g1, g2, h2, neighbor_g1, mask, switch, num_trimmed
+            )
+        g1_updates += self._g1_updates(g1, g2, h2, neighbor_g1, mask, switch, num_trimmed)
         if self.update_pairs:
             g2 = self._combine(g2_updates, self.g2_residual)
             h2 = self._combine(h2_updates, self.h2_residual)
@@ -245,6 +249,7 @@ class RepformerLayer(nn.Module):
         neighbor_g1: torch.Tensor | None,
         mask: torch.Tensor,
         switch: torch.Tensor,
+        num_trimmed: int,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """[g2, linear2, g1g1, attention] and [h2, attention on h2]."""
         assert self.linear2 is not None
@@ -257,7 +262,7 @@ class RepformerLayer(nn.Module):
                 product = product * switch.unsqueeze(-1)
             g2_updates.append(self.proj_g1g1g2(product))
         if self.attn2g_map is not None:
-            weights = self.attn2g_map(g2, h2, mask, switch)
+            weights = self.attn2g_map(g2, h2, mask, switch, num_trimmed)
             if self.attn2_mh_apply is not None:
                 assert self.attn2_lm is not None
                 g2_updates.append(self.attn2_lm(self.attn2_mh_apply(weights, g2)))
@@ -273,6 +278,7 @@ class RepformerLayer(nn.Module):
         neighbor_g1: torch.Tensor | None,
         mask: torch.Tensor,
         switch: torch.Tensor,
+        num_trimmed: int,
     ) -> list[torch.Tensor]:
         """[conv (g1_out_conv), mlp, local attention]; the self-MLP is added by the caller."""
         c = self.config
@@ -297,7 +303,7 @@ class RepformerLayer(nn.Module):
         updates.append(self.activation(self.linear1(torch.cat(mlp_inputs, dim=-1))))
         if self.loc_attn is not None:
             assert neighbor_g1 is not None
-            updates.append(self.loc_attn(g1, neighbor_g1, mask, switch))
+            updates.append(self.loc_attn(g1, neighbor_g1, mask, switch, num_trimmed))
         return updates
 
     def _combine(self, updates: list[torch.Tensor], residuals: nn.ParameterList) -> torch.Tensor:

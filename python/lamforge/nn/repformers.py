@@ -51,12 +51,8 @@ class RepformerBlock(_StatisticsBlock):
         )
 
     def exact_without_empty_slots(self) -> bool:
-        """Empty slots only matter in smooth softmax attention (logit -20 in the denominator)."""
-        c = self.layers[0].config if len(self.layers) else None
-        if c is None or not self.layers[0].smooth:
-            return True
-        uses_pair_attention = c.update_g2_has_attn or c.update_h2
-        return not c.update_g1_has_attn and not (uses_pair_attention and len(self.layers) > 1)
+        """Always: empty slots are masked, and the attention accounts for trimmed ones."""
+        return True
 
     def forward(
         self, geometry: BlockGeometry, atom_types: torch.Tensor, g1: torch.Tensor
@@ -82,6 +78,7 @@ class RepformerBlock(_StatisticsBlock):
         else:
             g2, h2 = torch.split(env, [1, 3], dim=-1)
         g2 = self.activation(self.g2_embd(g2))
+        num_trimmed = self.max_neighbors - mask.shape[1]
         for layer in self.layers:
-            g1, g2, h2 = layer(g1, g2, h2, geometry.index, mask, switch)
+            g1, g2, h2 = layer(g1, g2, h2, geometry.index, mask, switch, num_trimmed)
         return g1
