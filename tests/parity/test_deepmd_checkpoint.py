@@ -9,6 +9,9 @@ import torch
 
 from lamforge.interop.deepmd import UnsupportedCheckpointError, load_checkpoint, read_checkpoint
 
+# The first test of a session may train the reference models (minutes on a busy 2-core machine).
+pytestmark = pytest.mark.timeout(1200)
+
 
 def _state(path):
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
