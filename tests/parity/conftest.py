@@ -14,6 +14,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +86,9 @@ def deepmd_models(
     cache = getattr(request.config, "cache", None)
     if cache is not None:
         workdir = cache.mkdir(f"deepmd-reference-{key}")
+        for stale in workdir.parent.glob("deepmd-reference-*"):
+            if stale != workdir:  # built by an older deepmd-kit or reference script
+                shutil.rmtree(stale, ignore_errors=True)
     else:
         workdir = tmp_path_factory.mktemp("deepmd-reference")
     return ReferenceModels(shared_data, workdir)

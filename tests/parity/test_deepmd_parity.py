@@ -9,7 +9,7 @@ MPtrj frames are small cells with many periodic images.
 
 from __future__ import annotations
 
-import deepmd_reference  # noqa: I001  (tests/parity is put on sys.path by conftest.py)
+import deepmd_reference  # tests/parity is on sys.path (conftest.py)
 import numpy as np
 import pytest
 import torch
@@ -18,6 +18,9 @@ from ase import Atoms
 from lamforge.interop.deepmd import load_checkpoint
 from lamforge.nn import evaluate
 from lamforge.testing.reference_neighbors import model_input
+
+# The first test of a session may train the reference models (minutes on a busy 2-core machine).
+pytestmark = pytest.mark.timeout(1200)
 
 ENERGY_RELATIVE_TOLERANCE = 1e-10
 FORCE_TOLERANCE = 1e-8  # eV/Å
@@ -32,8 +35,8 @@ PARITY_CASES = [
     ("mptrj", "Default"),
     ("multitask", "water"),
     ("multitask", "molecules"),
-    pytest.param("medium", "Default", marks=pytest.mark.slow),
-    pytest.param("paper12", "Default", marks=pytest.mark.slow),
+    pytest.param("medium", "Default", marks=[pytest.mark.slow, pytest.mark.timeout(3600)]),
+    pytest.param("paper12", "Default", marks=[pytest.mark.slow, pytest.mark.timeout(3600)]),
 ]
 
 

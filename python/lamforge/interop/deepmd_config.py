@@ -167,12 +167,13 @@ def _check_activation(config: dict[str, Any], section: str) -> None:
         )
 
 
-def _check_int(config: dict[str, Any], key: str, section: str) -> None:
-    if key in config and not isinstance(config[key], int):
-        raise UnsupportedCheckpointError(
-            f"deepmd-kit option `{section}` neighbour cap {key} = {config[key]!r} is not an "
-            "integer (an unresolved 'auto' selection?)"
-        )
+def _check_neighbor_caps(values: dict[str, Any], section: str) -> None:
+    for key in ("nsel", "three_body_sel"):
+        if key in values and not isinstance(values[key], int):
+            raise UnsupportedCheckpointError(
+                f"deepmd-kit option `{section}.{key}` = {values[key]!r} is not an integer "
+                "neighbour cap (an unresolved 'auto' selection?)"
+            )
 
 
 def precision_of(params: dict[str, Any], where: str) -> str:
@@ -198,19 +199,20 @@ def descriptor_config(params: dict[str, Any], where: str) -> DescriptorConfig:
             f"{where}: descriptor type {kind!r} is not supported; lamforge loads DPA-2 (`dpa2`)"
         )
     params = dict(params)
+    sections = {name: params.pop(name, {}) for name in ("repinit", "repformer")}
+    for name, values in sections.items():
+        _check_neighbor_caps(values, f"{where}.descriptor.{name}")
     repinit = _translate(
-        params.pop("repinit", {}), _REPINIT_FIELDS, section=f"{where}.descriptor.repinit"
+        sections["repinit"], _REPINIT_FIELDS, section=f"{where}.descriptor.repinit"
     )
     repformer = _translate(
-        params.pop("repformer", {}), _REPFORMER_FIELDS, section=f"{where}.descriptor.repformer"
+        sections["repformer"], _REPFORMER_FIELDS, section=f"{where}.descriptor.repformer"
     )
     if repformer.get("layer_norm_eps", 0.0) is None:
         # deepmd-kit's LayerNorm falls back to 1e-5 when ln_eps is null.
         repformer["layer_norm_eps"] = 1e-5
     for section, values in (("repinit", repinit), ("repformer", repformer)):
         _check_activation(values, f"{where}.descriptor.{section}")
-        for key in ("max_neighbors", "three_body_max_neighbors"):
-            _check_int(values, key, f"{where}.descriptor.{section}")
     descriptor = _translate(
         params,
         _DESCRIPTOR_FIELDS,

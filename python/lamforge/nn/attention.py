@@ -9,12 +9,27 @@ the head index varies fastest in every projection.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from lamforge.nn.layers import DenseLayer
 
 ATTENTION_SHIFT = 20.0
+
+
+def smooth_softmax(logits: torch.Tensor, num_trimmed: int) -> torch.Tensor:
+    """Softmax over the last axis as if ``num_trimmed`` more slots with logit -20 were present.
+
+    Neighbour slots that are empty for every centre may be trimmed before the repformer runs; in
+    smooth attention each of them would still add exp(-20) to the denominator. One extra column
+    with logit -20 + ln(num_trimmed) adds exactly that, so trimmed and untrimmed agree.
+    """
+    if num_trimmed == 0:
+        return torch.softmax(logits, dim=-1)
+    extra = torch.full_like(logits[..., :1], math.log(num_trimmed) - ATTENTION_SHIFT)
+    return torch.softmax(torch.cat([logits, extra], dim=-1), dim=-1)[..., :-1]
 
 
 class PairAttentionMap(nn.Module):
@@ -44,7 +59,12 @@ class PairAttentionMap(nn.Module):
         )
 
     def forward(
-        self, g2: torch.Tensor, h2: torch.Tensor, mask: torch.Tensor, switch: torch.Tensor
+        self,
+        g2: torch.Tensor,
+        h2: torch.Tensor,
+        mask: torch.Tensor,
+        switch: torch.Tensor,
+        num_trimmed: int = 0,
     ) -> torch.Tensor:
         """Attention weights times the angular factor.
 
@@ -53,6 +73,7 @@ class PairAttentionMap(nn.Module):
             h2: [num_atoms, num_slots, 3].
             mask: [num_atoms, num_slots] bool.
             switch: [num_atoms, num_slots].
+            num_trimmed: empty slots removed beyond ``num_slots`` (see :func:`smooth_softmax`).
 
         Returns:
             [num_atoms, num_slots, num_slots, num_heads] = softmax(...)_jk · (h2_j · h2_k) / √3.
@@ -71,9 +92,9 @@ class PairAttentionMap(nn.Module):
         pair_switch = switch[:, None, :, None] * switch[:, None, None, :]
         if self.smooth:
             logits = (logits + ATTENTION_SHIFT) * pair_switch - ATTENTION_SHIFT
+            weights = smooth_softmax(logits, num_trimmed)
         else:
-            logits = logits.masked_fill(column_empty, float("-inf"))
-        weights = torch.softmax(logits, dim=-1)
+            weights = torch.softmax(logits.masked_fill(column_empty, float("-inf")), dim=-1)
         weights = weights.masked_fill(column_empty, 0.0).masked_fill(row_empty, 0.0)
         if self.smooth:
             weights = weights * pair_switch
@@ -161,6 +182,7 @@ class LocalAttention(nn.Module):
         neighbor_g1: torch.Tensor,
         mask: torch.Tensor,
         switch: torch.Tensor,
+        num_trimmed: int = 0,
     ) -> torch.Tensor:
         """Attention update of g1.
 
@@ -169,6 +191,7 @@ class LocalAttention(nn.Module):
             neighbor_g1: [num_atoms, num_slots, g1_dim].
             mask: [num_atoms, num_slots] bool.
             switch: [num_atoms, num_slots].
+            num_trimmed: empty slots removed beyond ``num_slots`` (see :func:`smooth_softmax`).
 
         Returns:
             [num_atoms, g1_dim].
@@ -183,9 +206,10 @@ class LocalAttention(nn.Module):
         empty = ~mask.unsqueeze(-2)
         if self.smooth:
             logits = (logits + ATTENTION_SHIFT) * switch.unsqueeze(-2) - ATTENTION_SHIFT
+            weights = smooth_softmax(logits, num_trimmed)
         else:
-            logits = logits.masked_fill(empty, float("-inf"))
-        weights = torch.softmax(logits, dim=-1).masked_fill(empty, 0.0)
+            weights = torch.softmax(logits.masked_fill(empty, float("-inf")), dim=-1)
+        weights = weights.masked_fill(empty, 0.0)
         if self.smooth:
             weights = weights * switch.unsqueeze(-2)
         out = torch.matmul(weights.unsqueeze(-2), value).squeeze(-2).reshape(num_atoms, heads * dim)

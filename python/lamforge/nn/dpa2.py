@@ -113,6 +113,8 @@ class DPA2Descriptor(nn.Module):
             if config.add_tebd_to_repinit_out
             else None
         )
+        # Run blocks on trimmed neighbour slots where that is exact (a switch for tests).
+        self.trim_empty_slots = True
         self.num_out = repformer.g1_dim + (
             repinit.type_embedding_dim if config.concat_output_tebd else 0
         )
@@ -148,14 +150,22 @@ class DPA2Descriptor(nn.Module):
         """
         type_table = self.type_embedding.table()
         atom_embedding = type_table[atom_types]
-        features = self.repinit(geometries["repinit"], atom_types, type_table)
+
+        def geometry(role: str, block: nn.Module) -> BlockGeometry:
+            if self.trim_empty_slots and block.exact_without_empty_slots():
+                return geometries[role].trimmed()
+            return geometries[role]
+
+        features = self.repinit(geometry("repinit", self.repinit), atom_types, type_table)
         if self.three_body is not None:
-            three_body = self.three_body(geometries["three_body"], atom_types, type_table)
+            three_body = self.three_body(
+                geometry("three_body", self.three_body), atom_types, type_table
+            )
             features = torch.cat([features, three_body], dim=-1)
         g1 = self.bridge(features) if self.bridge is not None else features
         if self.tebd_transform is not None:
             g1 = g1 + self.tebd_transform(atom_embedding)
-        g1 = self.repformers(geometries["repformers"], atom_types, g1)
+        g1 = self.repformers(geometry("repformers", self.repformers), atom_types, g1)
         if self.config.concat_output_tebd:
             g1 = torch.cat([g1, atom_embedding], dim=-1)
         return g1

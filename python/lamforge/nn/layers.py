@@ -97,14 +97,25 @@ class DenseLayer(nn.Module):
             [..., num_out].
         """
         y = torch.nn.functional.linear(x, self.weight.t(), self.bias)
+        return self.finish(y, x)
+
+    @property
+    def has_skip(self) -> bool:
+        """Whether the layer adds its input (so the input must exist as a tensor)."""
+        return self.resnet and self.num_out in (self.num_in, 2 * self.num_in)
+
+    def finish(self, y: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
+        """Activation, timestep and skip applied to the pre-activation ``y = x @ weight + bias``.
+
+        ``x`` may be None when the layer has no skip; blocks whose input is a concatenation use
+        this to compute ``y`` block by block without materialising ``x``.
+        """
         y = self.activation(y)
         if self.timestep is not None:
             y = y * self.timestep
-        if self.resnet:
-            if self.num_out == self.num_in:
-                y = y + x
-            elif self.num_out == 2 * self.num_in:
-                y = y + torch.cat([x, x], dim=-1)
+        if self.has_skip:
+            assert x is not None
+            y = y + x if self.num_out == self.num_in else y + torch.cat([x, x], dim=-1)
         return y
 
 
@@ -145,6 +156,42 @@ class EmbeddingNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[..., num_in] -> [..., neurons[-1]]."""
         for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def forward_concatenated(self, scalar: torch.Tensor, parts: list[torch.Tensor]) -> torch.Tensor:
+        """The net applied to ``[scalar, *parts]`` (concatenated last) without building it.
+
+        The first layer is linear, so its pre-activation is computed block by block,
+        ``scalar * W[0] + parts[0] @ W_0 + ... + b``, where each part may have broadcast
+        (size-1) leading dimensions: a centre's embedding is projected once per centre instead of
+        once per pair. The pair tensors of repinit and of the three-body branch are the largest of
+        the model, so this saves both time and memory. Falls back to the plain concatenation when
+        the first layer has a skip connection.
+
+        Args:
+            scalar: [..., 1].
+            parts: tensors [..., dim_k] broadcastable to ``scalar``'s leading shape.
+
+        Returns:
+            [..., neurons[-1]].
+        """
+        first = self.layers[0]
+        if first.has_skip:
+            shape = scalar.shape[:-1]
+            expanded = [part.expand(*shape, part.shape[-1]) for part in parts]
+            return self(torch.cat([scalar, *expanded], dim=-1))
+        weight = first.weight
+        y = scalar * weight[0]
+        start = 1
+        for part in parts:
+            dim = part.shape[-1]
+            y = y + part @ weight[start : start + dim]
+            start += dim
+        if first.bias is not None:
+            y = y + first.bias
+        x = first.finish(y, None)
+        for layer in self.layers[1:]:
             x = layer(x)
         return x
 

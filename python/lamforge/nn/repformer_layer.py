@@ -51,20 +51,22 @@ def pair_moment(
     *,
     smooth: bool,
     use_sqrt_nnei: bool,
+    max_neighbors: int,
 ) -> torch.Tensor:
     """A_i = norm · Σ_j h2_ij ⊗ (g2_ij · sw_ij), [num_atoms, 3, d] (deepmd-kit ``_cal_hg``).
 
-    norm is 1/N or 1/√N with the fixed N when smooth, else 1/(1e-4 + count) or 1/(1e-4 + √count).
+    norm is 1/N or 1/√N with the fixed cap N (``max_neighbors``) when smooth, else
+    1/(1e-4 + count) or 1/(1e-4 + √count).
     """
-    num_atoms, num_slots, _ = g2.shape
+    num_atoms = g2.shape[0]
     g2 = g2.masked_fill(~mask.unsqueeze(-1), 0.0)
     if smooth:
         g2 = g2 * switch.unsqueeze(-1)
         shape = (num_atoms, 1, 1)
         if use_sqrt_nnei:
-            norm = torch.rsqrt(float(num_slots) * g2.new_ones(shape))
+            norm = torch.rsqrt(float(max_neighbors) * g2.new_ones(shape))
         else:
-            norm = (1.0 / float(num_slots)) * g2.new_ones(shape)
+            norm = (1.0 / float(max_neighbors)) * g2.new_ones(shape)
     else:
         count = torch.sum(mask.type_as(g2), dim=-1)
         norm = 1.0 / (COUNT_EPSILON + (torch.sqrt(count) if use_sqrt_nnei else count))
@@ -189,7 +191,7 @@ class RepformerLayer(nn.Module):
         neighbor_g1 = neighbor_g1.masked_fill(~mask.unsqueeze(-1), 0.0)
         if self.smooth:
             neighbor_g1 = neighbor_g1 * switch.unsqueeze(-1)
-            norm = (1.0 / float(mask.shape[1])) * g2.new_ones(mask.shape[0], 1)
+            norm = (1.0 / float(self.config.max_neighbors)) * g2.new_ones(mask.shape[0], 1)
         else:
             norm = 1.0 / (COUNT_EPSILON + torch.sum(mask.type_as(g2), dim=-1)).unsqueeze(-1)
         if self.config.g1_out_conv:
@@ -204,6 +206,7 @@ class RepformerLayer(nn.Module):
         index: torch.Tensor,
         mask: torch.Tensor,
         switch: torch.Tensor,
+        num_trimmed: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Update all channels.
 
@@ -214,6 +217,7 @@ class RepformerLayer(nn.Module):
             index: [num_atoms, N] neighbour indices, empty slots set to a valid index.
             mask: [num_atoms, N] bool.
             switch: [num_atoms, N], zero in empty slots.
+            num_trimmed: empty slots trimmed off beyond N (the attention accounts for them).
 
         Returns:
             The new (g1, g2, h2) with the same shapes.
@@ -228,8 +232,10 @@ class RepformerLayer(nn.Module):
         if self.g1_self_mlp is not None:
             g1_updates.append(self.activation(self.g1_self_mlp(g1)))
         if self.update_pairs:
-            g2_updates, h2_updates = self._pair_updates(g1, g2, h2, neighbor_g1, mask, switch)
-        g1_updates += self._g1_updates(g1, g2, h2, neighbor_g1, mask, switch)
+            g2_updates, h2_updates = self._pair_updates(
+                g1, g2, h2, neighbor_g1, mask, switch, num_trimmed
+            )
+        g1_updates += self._g1_updates(g1, g2, h2, neighbor_g1, mask, switch, num_trimmed)
         if self.update_pairs:
             g2 = self._combine(g2_updates, self.g2_residual)
             h2 = self._combine(h2_updates, self.h2_residual)
@@ -243,6 +249,7 @@ class RepformerLayer(nn.Module):
         neighbor_g1: torch.Tensor | None,
         mask: torch.Tensor,
         switch: torch.Tensor,
+        num_trimmed: int,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """[g2, linear2, g1g1, attention] and [h2, attention on h2]."""
         assert self.linear2 is not None
@@ -255,7 +262,7 @@ class RepformerLayer(nn.Module):
                 product = product * switch.unsqueeze(-1)
             g2_updates.append(self.proj_g1g1g2(product))
         if self.attn2g_map is not None:
-            weights = self.attn2g_map(g2, h2, mask, switch)
+            weights = self.attn2g_map(g2, h2, mask, switch, num_trimmed)
             if self.attn2_mh_apply is not None:
                 assert self.attn2_lm is not None
                 g2_updates.append(self.attn2_lm(self.attn2_mh_apply(weights, g2)))
@@ -271,6 +278,7 @@ class RepformerLayer(nn.Module):
         neighbor_g1: torch.Tensor | None,
         mask: torch.Tensor,
         switch: torch.Tensor,
+        num_trimmed: int,
     ) -> list[torch.Tensor]:
         """[conv (g1_out_conv), mlp, local attention]; the self-MLP is added by the caller."""
         c = self.config
@@ -280,7 +288,11 @@ class RepformerLayer(nn.Module):
             assert neighbor_g1 is not None
             conv = self._convolution(neighbor_g1, g2, mask, switch)
             (updates if c.g1_out_conv else mlp_inputs).append(conv)
-        moment_options = {"smooth": self.smooth, "use_sqrt_nnei": c.use_sqrt_nnei}
+        moment_options = {
+            "smooth": self.smooth,
+            "use_sqrt_nnei": c.use_sqrt_nnei,
+            "max_neighbors": c.max_neighbors,
+        }
         if c.update_g1_has_grrg:
             moment = pair_moment(g2, h2, mask, switch, **moment_options)
             mlp_inputs.append(symmetrise(moment, c.axis_neurons))
@@ -291,7 +303,7 @@ class RepformerLayer(nn.Module):
         updates.append(self.activation(self.linear1(torch.cat(mlp_inputs, dim=-1))))
         if self.loc_attn is not None:
             assert neighbor_g1 is not None
-            updates.append(self.loc_attn(g1, neighbor_g1, mask, switch))
+            updates.append(self.loc_attn(g1, neighbor_g1, mask, switch, num_trimmed))
         return updates
 
     def _combine(self, updates: list[torch.Tensor], residuals: nn.ParameterList) -> torch.Tensor:

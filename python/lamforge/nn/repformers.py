@@ -50,6 +50,10 @@ class RepformerBlock(_StatisticsBlock):
             for layer in range(config.num_layers)
         )
 
+    def exact_without_empty_slots(self) -> bool:
+        """Always: empty slots are masked, and the attention accounts for trimmed ones."""
+        return True
+
     def forward(
         self, geometry: BlockGeometry, atom_types: torch.Tensor, g1: torch.Tensor
     ) -> torch.Tensor:
@@ -74,6 +78,7 @@ class RepformerBlock(_StatisticsBlock):
         else:
             g2, h2 = torch.split(env, [1, 3], dim=-1)
         g2 = self.activation(self.g2_embd(g2))
+        num_trimmed = self.max_neighbors - mask.shape[1]
         for layer in self.layers:
-            g1, g2, h2 = layer(g1, g2, h2, geometry.index, mask, switch)
+            g1, g2, h2 = layer(g1, g2, h2, geometry.index, mask, switch, num_trimmed)
         return g1

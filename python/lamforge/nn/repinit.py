@@ -43,6 +43,10 @@ class _StatisticsBlock(nn.Module):
         self.register_buffer("mean", torch.zeros(num_elements, 4, dtype=dtype))
         self.register_buffer("std", torch.ones(num_elements, 4, dtype=dtype))
 
+    def empty_rows_are_zero(self, columns: slice) -> bool:
+        """Whether empty slots give zero normalised rows in ``columns`` (zero mean there)."""
+        return bool((self.mean[:, columns] == 0).all())
+
     def raw_environment(self, geometry: BlockGeometry) -> tuple[torch.Tensor, torch.Tensor]:
         """Unnormalised R̃ [num_atoms, max_neighbors, 4] and switch [num_atoms, max_neighbors]."""
         return environment_matrix(
@@ -129,6 +133,10 @@ class RepinitBlock(_StatisticsBlock):
         )
         self.num_out = config.neurons[-1] * config.axis_neurons
 
+    def exact_without_empty_slots(self) -> bool:
+        """Empty slots add (0 - mean)/std ⊗ G to the moment: nothing when the mean is zero."""
+        return self.empty_rows_are_zero(slice(None))
+
     def forward(
         self, geometry: BlockGeometry, atom_types: torch.Tensor, type_table: torch.Tensor
     ) -> torch.Tensor:
@@ -146,11 +154,11 @@ class RepinitBlock(_StatisticsBlock):
         num_atoms, num_slots, _ = env.shape
         radial = env[..., :1]
         if self.mode == "concat":
-            neighbor_embedding = type_table[geometry.neighbor_types]
-            parts = [radial, neighbor_embedding]
+            # Input [s_ij, T_j, T_i] (or [s_ij, T_j] one-sided), first layer factored by block.
+            parts = [type_table[geometry.neighbor_types]]
             if not self.type_one_side:
-                parts.append(type_table[atom_types].unsqueeze(1).expand(-1, num_slots, -1))
-            pair = self.embedding(torch.cat(parts, dim=-1))
+                parts.append(type_table[atom_types].unsqueeze(1))
+            pair = self.embedding.forward_concatenated(radial, parts)
         else:
             assert self.type_embedding_net is not None
             geometric = self.embedding(radial)
@@ -164,7 +172,8 @@ class RepinitBlock(_StatisticsBlock):
                 type_part = type_part * switch.unsqueeze(-1)
             pair = geometric * type_part + geometric
         # [num_atoms, 4, ng]: the moment of the environment rows weighted by the embedding.
-        moment = torch.matmul(env.transpose(1, 2), pair) / num_slots
+        # Normalised by the fixed cap, not the slot count (slots may be trimmed, spec §8).
+        moment = torch.matmul(env.transpose(1, 2), pair) / self.max_neighbors
         moment_t = moment.transpose(1, 2)
         descriptor = torch.matmul(moment_t, moment[:, :, : self.axis_neurons])
         return descriptor.reshape(num_atoms, -1)
@@ -216,6 +225,10 @@ class ThreeBodyBlock(_StatisticsBlock):
         )
         self.num_out = config.three_body_neurons[-1]
 
+    def exact_without_empty_slots(self) -> bool:
+        """Empty slots have zero angular rows (zero angular mean), so zero cosines."""
+        return self.empty_rows_are_zero(slice(1, None))
+
     def forward(
         self, geometry: BlockGeometry, atom_types: torch.Tensor, type_table: torch.Tensor
     ) -> torch.Tensor:
@@ -227,10 +240,11 @@ class ThreeBodyBlock(_StatisticsBlock):
         cosines = torch.einsum("ijm,ikm->ijk", angular, angular)
         types = geometry.neighbor_types
         if self.mode == "concat":
+            # Input [e_jk, T_j, T_k], first layer factored by block.
             embedded = type_table[types]
-            first = embedded.unsqueeze(2).expand(-1, -1, num_slots, -1)
-            second = embedded.unsqueeze(1).expand(-1, num_slots, -1, -1)
-            triple = self.embedding(torch.cat([cosines.unsqueeze(-1), first, second], dim=-1))
+            triple = self.embedding.forward_concatenated(
+                cosines.unsqueeze(-1), [embedded.unsqueeze(2), embedded.unsqueeze(1)]
+            )
         else:
             assert self.type_embedding_net is not None
             geometric = self.embedding(cosines.unsqueeze(-1))
@@ -243,5 +257,10 @@ class ThreeBodyBlock(_StatisticsBlock):
             if self.smooth:
                 type_part = type_part * switch[:, :, None, None] * switch[:, None, :, None]
             triple = geometric * type_part + geometric
-        summed = torch.einsum("ijk,ijkm->im", cosines, triple)
-        return summed * (1.0 / float(num_slots) / float(num_slots))
+        num_atoms = cosines.shape[0]
+        summed = torch.matmul(
+            cosines.reshape(num_atoms, 1, num_slots * num_slots),
+            triple.reshape(num_atoms, num_slots * num_slots, -1),
+        ).squeeze(1)
+        cap = float(self.max_neighbors)
+        return summed * (1.0 / cap / cap)

@@ -210,3 +210,54 @@ def test_checkpoint_loading_never_runs_code(tmp_path):
     torch.save({"weights": torch.zeros(2)}, other)
     with pytest.raises(ValueError, match="expected checkpoint format"):
         load_checkpoint(other)
+
+
+@pytest.mark.parametrize("variant", ["new", "old_strip", "incr_direct"])
+@pytest.mark.parametrize("smooth", [True, False])
+def test_trimming_empty_slots_is_exact(variant, smooth):
+    # Smooth attention keeps empty slots in its softmax denominator (logit -20); trimming must
+    # account for them exactly. The molecule has far fewer neighbours than slots.
+    config = tiny_config(variant)
+    config = dataclasses.replace(
+        config, descriptor=dataclasses.replace(config.descriptor, smooth=smooth)
+    )
+    model = build_model_from(config)
+    inputs = model_input([molecule_frame(), periodic_frame()], ELEMENTS, [(4.0, 40), (3.0, 20)])
+    assert model.descriptor.repformers.exact_without_empty_slots()
+    trimmed = evaluate(model, inputs)
+    model.descriptor.trim_empty_slots = False
+    full = evaluate(model, inputs)
+    assert torch.allclose(trimmed.energy, full.energy, rtol=1e-13, atol=0)
+    assert torch.allclose(trimmed.forces, full.forces, rtol=0, atol=1e-11)
+    assert torch.allclose(trimmed.virial, full.virial, rtol=0, atol=1e-11)
+
+
+def build_model_from(config):
+    model = DPA2Model(config)
+    for head in model.heads.values():
+        head.energy_bias.fill_(-100.0)
+    return model
+
+
+def test_model_input_errors_name_the_field():
+    inputs = model_input([periodic_frame()], ELEMENTS, [(4.0, 40)])
+    with pytest.raises(ValueError, match="cell must be"):
+        dataclasses.replace(inputs, cell=inputs.cell[0])
+    with pytest.raises(ValueError, match="frame_index must be non-decreasing"):
+        dataclasses.replace(inputs, frame_index=torch.arange(inputs.num_atoms).flip(0))
+    with pytest.raises(ValueError, match="no neighbour block covers cutoff 5.0"):
+        inputs.neighbor_list(5.0, 20)
+    block = inputs.neighbors[0]
+    with pytest.raises(ValueError, match="shifts has shape"):
+        dataclasses.replace(block, shifts=block.shifts[:, :3])
+
+
+def test_forces_sum_to_zero_and_virial_is_symmetric():
+    model = build_model("new")
+    inputs = model_input([periodic_frame(), molecule_frame()], ELEMENTS, [(4.0, 40), (3.0, 20)])
+    output = evaluate(model, inputs, atomic_virial=True)
+    for frame in range(2):
+        atoms = inputs.frame_index == frame
+        assert output.forces[atoms].sum(0).abs().max() < 1e-12
+        assert torch.allclose(output.atomic_virial[atoms].sum(0), output.virial[frame], atol=1e-12)
+    assert torch.allclose(output.virial, output.virial.transpose(1, 2), atol=1e-10)

@@ -1,0 +1,432 @@
+"""DPA-2 on CPU: lamforge vs deepmd-kit, same weights, same precision, same thread count.
+
+    python benches/model.py [--presets small medium] [--threads 1 2] [--systems ...] [--quick]
+
+For each preset a deepmd-kit DPA-2 model (deepmd-kit's shipped small/medium hyper-parameters,
+float64) is built by deepmd-kit and saved as a training checkpoint; lamforge loads that file with
+``lamforge.interop.deepmd.load_checkpoint``, so both sides run the same weights. Every
+(implementation, preset, system, threads) case runs in its own subprocess, which times
+
+* inference: energy and forces (deepmd-kit: its ``EnergyModel.forward`` in eval mode, which
+  builds its ghost atoms and neighbour list inside; lamforge: ``lamforge.nn.evaluate`` on
+  prepared dense neighbour lists; the time to build those lists with the reference ASE builder is
+  reported separately, the Rust neighbour search is another part of the project);
+* one training step: forward, forces with ``create_graph``, energy+force MSE loss, backward.
+
+deepmd-kit evaluates frames of different sizes one at a time (its batches hold one composition),
+so an MPtrj "batch" is a loop over frames there and one flat batch in lamforge. Peak memory is the
+process's resident high-water mark (VmHWM, reset through /proc/self/clear_refs) during each phase.
+Results: a Markdown table on stdout and JSON in ``bench-results/model.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+WATER = SHARED_DATA / "deepmd" / "water" / "data_3"
+MPTRJ = SHARED_DATA / "mptrj" / "mptrj-random-1k.xyz"
+MPTRJ_BATCH = 16  # frames
+MPTRJ_MAX_ATOMS = 40
+
+PRESETS = {
+    "small": {"nlayers": 3, "update_g2_has_attn": False},
+    "medium": {"nlayers": 6, "update_g2_has_attn": True},
+}
+
+
+def deepmd_model_params(preset: str, type_map: list[str]) -> dict:
+    """deepmd-kit's shipped DPA-2 example (``examples/water/dpa2``) for a preset."""
+    repformer = {
+        "rcut": 4.0, "rcut_smth": 3.5, "nsel": 48, "g1_dim": 128, "g2_dim": 32,
+        "attn2_hidden": 32, "attn2_nhead": 4, "attn1_hidden": 128, "attn1_nhead": 4,
+        "axis_neuron": 4, "update_h2": False, "update_g1_has_conv": True,
+        "update_g1_has_grrg": True, "update_g1_has_drrd": True, "update_g1_has_attn": False,
+        "update_g2_has_g1g1": False, "update_style": "res_residual", "update_residual": 0.01,
+        "update_residual_init": "norm", "attn2_has_gate": True, "use_sqrt_nnei": True,
+        "g1_out_conv": True, "g1_out_mlp": True, **PRESETS[preset],
+    }  # fmt: skip
+    repinit = {
+        "tebd_dim": 8, "rcut": 6.0, "rcut_smth": 0.5, "nsel": 120, "neuron": [25, 50, 100],
+        "axis_neuron": 12, "activation_function": "tanh", "three_body_sel": 48,
+        "three_body_rcut": 4.0, "three_body_rcut_smth": 3.5, "use_three_body": True,
+    }  # fmt: skip
+    return {
+        "type_map": type_map,
+        "descriptor": {
+            "type": "dpa2", "repinit": repinit, "repformer": repformer,
+            "precision": "float64", "add_tebd_to_repinit_out": False, "seed": 1,
+        },
+        "fitting_net": {
+            "neuron": [240, 240, 240], "resnet_dt": True, "precision": "float64", "seed": 1,
+        },
+    }  # fmt: skip
+
+
+def systems(names: list[str]) -> dict[str, list]:
+    """name -> list of ASE frames (with energy/forces labels in ``atoms.info``/``arrays``)."""
+    from ase import Atoms
+    from ase.io import read
+
+    out = {}
+    water_types = np.loadtxt(WATER / "type.raw", dtype=int)
+    water_map = (WATER / "type_map.raw").read_text().split()
+    water = Atoms(
+        symbols=[water_map[t] for t in water_types],
+        positions=np.load(WATER / "set.000" / "coord.npy")[0].reshape(-1, 3),
+        cell=np.load(WATER / "set.000" / "box.npy")[0].reshape(3, 3),
+        pbc=True,
+    )
+    water.info["energy"] = float(np.load(WATER / "set.000" / "energy.npy")[0])
+    water.arrays["label_forces"] = np.load(WATER / "set.000" / "force.npy")[0].reshape(-1, 3)
+    if "water192" in names:
+        out["water192"] = [water]
+    if "water1536" in names:
+        big = water.repeat(2)
+        big.info["energy"] = 8 * water.info["energy"]
+        out["water1536"] = [big]
+    if "mptrj" in names:
+        frames = []
+        for atoms in read(MPTRJ, index=":200"):
+            if len(atoms) <= MPTRJ_MAX_ATOMS and len(frames) < MPTRJ_BATCH:
+                atoms.info["energy"] = atoms.get_potential_energy()
+                atoms.arrays["label_forces"] = atoms.get_forces(apply_constraint=False)
+                atoms.calc = None
+                frames.append(atoms)
+        out["mptrj"] = frames
+    return out
+
+
+def type_map_of(frames_by_system: dict[str, list]) -> list[str]:
+    symbols = {"O", "H"}
+    for frames in frames_by_system.values():
+        for atoms in frames:
+            symbols.update(atoms.get_chemical_symbols())
+    return sorted(symbols)
+
+
+def make_checkpoint(preset: str, type_map: list[str], path: Path) -> None:
+    """A deepmd-kit checkpoint (``{"model": ModelWrapper.state_dict()}``) of fresh weights."""
+    import torch
+    from deepmd.pt.model.model import get_model
+    from deepmd.pt.train.wrapper import ModelWrapper
+
+    params = deepmd_model_params(preset, type_map)
+    model = get_model(json.loads(json.dumps(params)))
+    wrapper = ModelWrapper(model, model_params=params)
+    torch.save({"model": wrapper.state_dict()}, path)
+
+
+# ----------------------------------------------------------------------------- one case
+
+
+def release_free_memory() -> None:
+    """Hand memory freed by the previous phase back to the OS (glibc keeps it otherwise)."""
+    import ctypes
+
+    with contextlib.suppress(OSError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def memory_mb(field: str) -> float:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def timed(step, min_repeats: int, min_seconds: float) -> dict[str, float]:
+    """Median seconds per call after one warm-up call, and memory while running.
+
+    ``peak_mb`` is the resident high-water mark of the process during the phase (warm-up
+    included): libraries, model and work memory; ``work_mb`` is that peak minus the resident size
+    before the phase, i.e. what the computation itself needed.
+    """
+    release_free_memory()
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
+    baseline = memory_mb("VmRSS")
+    step()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_repeats or (
+        time.perf_counter() - start < min_seconds and len(times) < 20
+    ):
+        begin = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - begin)
+    peak = memory_mb("VmHWM")
+    return {"seconds": statistics.median(times), "peak_mb": peak, "work_mb": peak - baseline}
+
+
+def deepmd_steps(checkpoint: Path, frames: list):
+    import torch
+    from deepmd.pt.model.model import get_model
+    from deepmd.pt.train.wrapper import ModelWrapper
+
+    state = torch.load(checkpoint, weights_only=True)["model"]
+    params = state["_extra_state"]["model_params"]
+    wrapper = ModelWrapper(get_model(json.loads(json.dumps(params))))
+    wrapper.load_state_dict(state)
+    model = wrapper.model["Default"]
+    type_map = params["type_map"]
+    tensors = []
+    for atoms in frames:
+        tensors.append(
+            (
+                torch.tensor(atoms.positions[None], dtype=torch.float64),
+                torch.tensor([[type_map.index(s) for s in atoms.get_chemical_symbols()]]),
+                torch.tensor(atoms.cell.array.reshape(1, 9), dtype=torch.float64),
+                torch.tensor([atoms.info["energy"]], dtype=torch.float64),
+                torch.tensor(atoms.arrays["label_forces"][None], dtype=torch.float64),
+            )
+        )
+
+    def inference() -> list:
+        model.eval()
+        return [model(c, t, box=b)["energy"].detach() for c, t, b, _, _ in tensors]
+
+    def train_step() -> None:
+        model.train()  # deepmd-kit builds the force graph with create_graph in train mode
+        model.zero_grad(set_to_none=True)
+        for c, t, b, energy, forces in tensors:
+            out = model(c, t, box=b)
+            loss = training_loss(
+                out["energy"].reshape(-1), energy, out["force"], forces, c.shape[1]
+            )
+            loss.backward()
+
+    return inference, train_step
+
+
+def training_loss(energy, energy_label, forces, force_label, num_atoms: int):
+    """deepmd-kit's starting ``ener`` loss: 0.02 (ΔE/N)² + 1000 mean(ΔF²)."""
+    return (
+        0.02 * (((energy - energy_label) / num_atoms) ** 2).mean()
+        + 1000.0 * ((forces - force_label) ** 2).mean()
+    )
+
+
+def lamforge_steps(checkpoint: Path, frames: list):
+    import torch
+
+    from lamforge.interop.deepmd import load_checkpoint
+    from lamforge.nn import evaluate
+    from lamforge.testing.reference_neighbors import model_input
+
+    model = load_checkpoint(checkpoint)
+    spec = model.descriptor.neighbor_specs()["repinit"]
+    begin = time.perf_counter()
+    inputs = model_input(frames, model.elements, specs=[spec])
+    neighbor_seconds = time.perf_counter() - begin
+    energy_label = torch.tensor([a.info["energy"] for a in frames], dtype=torch.float64)
+    force_label = torch.tensor(np.concatenate([a.arrays["label_forces"] for a in frames]))
+    counts = torch.tensor([len(a) for a in frames], dtype=torch.float64)
+
+    def inference():
+        return evaluate(model, inputs, forces=True, virial=False).energy.detach()
+
+    def train_step() -> None:
+        model.zero_grad(set_to_none=True)
+        out = evaluate(model, inputs, forces=True, virial=False, create_graph=True)
+        per_atom = (out.energy - energy_label) / counts
+        loss = 0.02 * (per_atom**2).mean() + 1000.0 * ((out.forces - force_label) ** 2).mean()
+        loss.backward()
+
+    return inference, train_step, neighbor_seconds
+
+
+def run_case(args: argparse.Namespace) -> None:
+    """Subprocess entry: time one (implementation, system, threads) case, print JSON."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    frames = systems([args.system])[args.system]
+    if args.impl == "deepmd":
+        inference, train_step = deepmd_steps(Path(args.checkpoint), frames)
+        neighbor_seconds = None
+    else:
+        inference, train_step, neighbor_seconds = lamforge_steps(Path(args.checkpoint), frames)
+    energies = torch.cat([e.reshape(-1) for e in inference()]).tolist()
+    result = {"num_atoms": sum(len(a) for a in frames), "energies": energies}
+    result["neighbor_seconds"] = neighbor_seconds
+    for phase, step in (("inference", inference), ("train", train_step)):
+        if phase == "train" and args.skip_train:
+            continue
+        result[phase] = timed(step, args.min_repeats, args.min_seconds)
+    print("RESULT " + json.dumps(result))
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def subprocess_environment(threads: int) -> dict[str, str]:
+    environment = dict(os.environ)
+    environment.update(
+        {
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "DP_INTRA_OP_PARALLELISM_THREADS": str(threads),
+            "DP_INTER_OP_PARALLELISM_THREADS": "1",
+            "CUDA_VISIBLE_DEVICES": "",
+            "PYTHONWARNINGS": "ignore",
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(ROOT / "python"), environment.get("PYTHONPATH")])
+            ),
+        }
+    )
+    return environment
+
+
+def call(arguments: list[str], threads: int, timeout: float) -> str:
+    command = [sys.executable, str(Path(__file__).resolve()), *arguments]
+    result = subprocess.run(
+        command,
+        env=subprocess_environment(threads),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(arguments)} failed:\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def measure(args: argparse.Namespace, impl: str, checkpoint: Path, system: str, threads: int):
+    arguments = ["case", "--impl", impl, "--checkpoint", str(checkpoint), "--system", system]
+    arguments += ["--threads", str(threads), "--min-repeats", str(args.min_repeats)]
+    arguments += ["--min-seconds", str(args.min_seconds)]
+    if system in args.skip_train_systems:
+        arguments.append("--skip-train")
+    output = call(arguments, threads, timeout=args.case_timeout)
+    line = next(line for line in output.splitlines() if line.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| preset | system | atoms | threads | task | deepmd-kit atoms/s | lamforge atoms/s "
+        "| speed-up | deepmd-kit peak MB (work) | lamforge peak MB (work) | peak ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        for task in ("inference", "train"):
+            if task not in row["deepmd"] or task not in row["lamforge"]:
+                continue
+            theirs, ours = row["deepmd"][task], row["lamforge"][task]
+            atoms = row["deepmd"]["num_atoms"]
+            lines.append(
+                f"| {row['preset']} | {row['system']} | {atoms} | {row['threads']} | {task} "
+                f"| {atoms / theirs['seconds']:.0f} | {atoms / ours['seconds']:.0f} "
+                f"| {theirs['seconds'] / ours['seconds']:.2f}x "
+                f"| {theirs['peak_mb']:.0f} ({theirs['work_mb']:.0f}) "
+                f"| {ours['peak_mb']:.0f} ({ours['work_mb']:.0f}) "
+                f"| {ours['peak_mb'] / theirs['peak_mb']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def progress(row: dict) -> None:
+    summary = {key: row[key] for key in ("preset", "system", "threads")}
+    for impl in ("deepmd", "lamforge"):
+        summary[impl] = {task: row[impl].get(task) for task in ("inference", "train")}
+    summary["relative_energy_difference"] = row["max_relative_energy_difference"]
+    print(json.dumps(summary), file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> None:
+    type_map = type_map_of(systems(args.systems))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lamforge-bench-") as workdir:
+        for preset in args.presets:
+            checkpoint = Path(workdir) / f"{preset}.ckpt.pt"
+            call(
+                ["make-checkpoint", "--preset", preset, "--out", str(checkpoint), *type_map],
+                1,
+                timeout=600,
+            )
+            for system in args.systems:
+                for threads in args.threads:
+                    row = {"preset": preset, "system": system, "threads": threads}
+                    for impl in ("deepmd", "lamforge"):
+                        row[impl] = measure(args, impl, checkpoint, system, threads)
+                    difference = (
+                        np.abs(
+                            np.array(row["deepmd"]["energies"]) - row["lamforge"]["energies"]
+                        ).max()
+                        / np.abs(row["deepmd"]["energies"]).max()
+                    )
+                    row["max_relative_energy_difference"] = float(difference)
+                    rows.append(row)
+                    progress(row)
+    output = ROOT / "bench-results"
+    output.mkdir(exist_ok=True)
+    (output / "model.json").write_text(json.dumps(rows, indent=1))
+    print(table(rows))
+    neighbors = ", ".join(
+        f"{row['system']}: {row['lamforge']['neighbor_seconds']:.3f} s"
+        for row in rows
+        if row["threads"] == args.threads[0] and row["preset"] == args.presets[0]
+    )
+    print(f"\nlamforge dense neighbour lists (reference ASE builder, not timed above): {neighbors}")
+    worst = max(row["max_relative_energy_difference"] for row in rows)
+    print(f"largest relative energy difference lamforge vs deepmd-kit: {worst:.1e}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command")
+    case = commands.add_parser("case")
+    case.add_argument("--impl", choices=["deepmd", "lamforge"], required=True)
+    case.add_argument("--checkpoint", required=True)
+    case.add_argument("--system", required=True)
+    case.add_argument("--threads", type=int, required=True)
+    case.add_argument("--min-repeats", type=int, default=3)
+    case.add_argument("--min-seconds", type=float, default=2.0)
+    case.add_argument("--skip-train", action="store_true")
+    make = commands.add_parser("make-checkpoint")
+    make.add_argument("--preset", choices=sorted(PRESETS), required=True)
+    make.add_argument("--out", required=True)
+    make.add_argument("type_map", nargs="+")
+    parser.add_argument(
+        "--presets", nargs="+", default=["small", "medium"], choices=sorted(PRESETS)
+    )
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument(
+        "--systems", nargs="+", default=["water192", "water1536", "mptrj"],
+        choices=["water192", "water1536", "mptrj"],
+    )  # fmt: skip
+    parser.add_argument(
+        "--skip-train-systems", nargs="*", default=[],
+        help="systems timed for inference only (memory or time limits)",
+    )  # fmt: skip
+    parser.add_argument("--min-repeats", type=int, default=3)
+    parser.add_argument("--min-seconds", type=float, default=2.0)
+    parser.add_argument("--case-timeout", type=float, default=900.0)
+    parser.add_argument("--quick", action="store_true", help="1 repeat, no minimum time")
+    args = parser.parse_args()
+    if args.command == "case":
+        run_case(args)
+    elif args.command == "make-checkpoint":
+        make_checkpoint(args.preset, args.type_map, Path(args.out))
+    else:
+        if args.quick:
+            args.min_repeats, args.min_seconds = 1, 0.0
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
