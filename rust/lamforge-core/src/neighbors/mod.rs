@@ -16,6 +16,7 @@
 
 mod geometry;
 mod grid;
+mod ordering;
 mod search;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,8 +29,9 @@ use crate::memory;
 pub use geometry::Frame;
 use geometry::Geometry;
 use grid::Grid;
+use ordering::Ordering as NeighbourOrder;
 pub use search::Pair;
-use search::{distance_bound, order, Searcher};
+use search::{distance_bound, Searcher};
 
 /// Default budget on the number of pairs (or dense slots) one request may produce: about 3.6 GB
 /// of sparse output.
@@ -242,17 +244,21 @@ pub fn neighbor_list(frame: &Frame<'_>, options: &ListOptions) -> Result<PairLis
             let capacity = (reserve * centres.len()).min(options.max_pairs);
             let mut part = PairList::with_capacity(capacity);
             let mut keys = Vec::new();
+            let mut ordering = NeighbourOrder::default();
             for center in centres {
                 keys.clear();
                 searcher.collect(center, &mut keys);
-                let kept = order(&mut keys, keep);
+                let kept = ordering.sort(&keys, keep);
                 part.num_dropped += (keys.len() - kept) as u64;
                 let total = produced.fetch_add(kept, Ordering::Relaxed) + kept;
                 if total > options.max_pairs {
                     return Err(too_many_pairs("more than", total as f64, options.max_pairs));
                 }
-                for &key in &keys[..kept] {
-                    part.push(center, &searcher.decode(center, key));
+                for rank in 0..kept {
+                    part.push(
+                        center,
+                        &searcher.decode(center, *ordering.ranked(&keys, rank)),
+                    );
                 }
             }
             Ok(part)
@@ -332,28 +338,31 @@ fn fill_rows(
     let keep = rows.iter().map(|r| r.spec.max_neighbors).max().unwrap_or(0);
     let mut dropped = vec![0u64; rows.len()];
     let mut keys = Vec::new();
+    let mut ordering = NeighbourOrder::default();
     for (row, center) in centres.enumerate() {
         keys.clear();
         searcher.collect(center, &mut keys);
         if keys.len() > max_pairs {
             return Err(too_many_pairs("more than", keys.len() as f64, max_pairs));
         }
-        let kept = order(&mut keys, keep);
+        let kept = ordering.sort(&keys, keep);
         for (spec_rows, dropped) in rows.iter_mut().zip(dropped.iter_mut()) {
             let bound = distance_bound(spec_rows.spec.cutoff);
-            let sorted_within = keys[..kept].partition_point(|&key| key < bound);
+            let sorted_within = (0..kept)
+                .position(|rank| *ordering.ranked(&keys, rank) >= bound)
+                .unwrap_or(kept);
             let within = if sorted_within < kept {
                 sorted_within
             } else {
-                sorted_within + keys[kept..].iter().filter(|&&key| key < bound).count()
+                keys.iter().filter(|&&key| key < bound).count()
             };
             let width = spec_rows.spec.max_neighbors;
             let written = within.min(width);
             *dropped += (within - written) as u64;
             let start = row * width;
-            for (slot, &key) in keys[..written].iter().enumerate() {
+            for slot in 0..written {
                 let at = start + slot;
-                let pair = searcher.decode(center, key);
+                let pair = searcher.decode(center, *ordering.ranked(&keys, slot));
                 spec_rows.index[at] = pair.neighbor as i64 + index_offset;
                 spec_rows.shifts[3 * at..3 * at + 3].copy_from_slice(&pair.shift);
                 spec_rows.distances[at] = pair.distance;
