@@ -263,24 +263,20 @@ def run_thread_scaling(all_systems: list[System]) -> None:
         if system.num_atoms < 10_000:
             continue
         cutoff = max(CUTOFFS)
-        full = {
-            n: measure(
-                lambda n=n: neighbor_list(
-                    system.positions, system.cell, system.pbc, cutoff=cutoff, num_threads=n
+        full, dense = {}, {}
+        for threads in (1, 2):
+            full[threads] = measure(
+                lambda s=system, n=threads, c=cutoff: neighbor_list(
+                    s.positions, s.cell, s.pbc, cutoff=c, num_threads=n
                 ),
                 "wall",
             )
-            for n in (1, 2)
-        }
-        dense = {
-            n: measure(
-                lambda n=n: dense_neighbor_lists(
-                    system.positions, system.cell, system.pbc, num_threads=n
+            dense[threads] = measure(
+                lambda s=system, n=threads: dense_neighbor_lists(
+                    s.positions, s.cell, s.pbc, num_threads=n
                 ),
                 "wall",
             )
-            for n in (1, 2)
-        }
         print(
             f"| {system.name} | {cutoff:g} | {1e3 * full[1]:.1f} | {1e3 * full[2]:.1f} | "
             f"{full[1] / full[2]:.2f} | {1e3 * dense[1]:.1f} | {1e3 * dense[2]:.1f} | "
