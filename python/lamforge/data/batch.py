@@ -157,7 +157,9 @@ class Batch:
         for neighbors in self.neighbors:
             if neighbors.name == name:
                 return neighbors
-        raise KeyError(f"no neighbour list {name!r}; the batch has {[n.name for n in self.neighbors]}")
+        raise KeyError(
+            f"no neighbour list {name!r}; the batch has {[n.name for n in self.neighbors]}"
+        )
 
     def to(self, device: torch.device | str, *, non_blocking: bool = False) -> Batch:
         """The batch with every tensor moved to ``device``."""
@@ -198,4 +200,3 @@ class Batch:
     def frame_slice(self, frame: int) -> slice:
         """The flat atoms of frame ``frame``."""
         return slice(int(self.atom_offsets[frame]), int(self.atom_offsets[frame + 1]))
-

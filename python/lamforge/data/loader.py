@@ -216,7 +216,9 @@ class StoreLoader(torch.utils.data.IterableDataset):
         super().__init__()
         self.config = config
         self._names = tuple(source.name for source in config.datasets)
-        self._specs = tuple((s.name, float(s.cutoff), int(s.max_neighbors)) for s in config.neighbors)
+        self._specs = tuple(
+            (s.name, float(s.cutoff), int(s.max_neighbors)) for s in config.neighbors
+        )
         self._worker = _Worker()
         self._loader = _native(config, self._worker)
 
