@@ -12,3 +12,55 @@ def cell_heights(cell: npt.NDArray[np.float64]) -> tuple[float, float, float]:
     Raises:
         ValueError: wrong shape, non-finite values or a singular cell.
     """
+
+def neighbor_list(
+    positions: npt.NDArray[np.float64],
+    cell: npt.NDArray[np.float64] | None,
+    pbc: list[bool],
+    cutoff: float,
+    max_neighbors: int | None,
+    self_pair: bool,
+    num_threads: int,
+    max_pairs: int,
+) -> tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    int,
+]:
+    """Sorted full neighbour list of one frame (see ``lamforge.neighbors.neighbor_list``).
+
+    Returns:
+        centers [P], neighbors [P], shifts [P, 3], distances [P], vectors [P, 3], num_dropped.
+
+    Raises:
+        ValueError: bad shapes or values, or more than ``max_pairs`` pairs.
+    """
+
+def dense_neighbor_lists(
+    positions: npt.NDArray[np.float64],
+    cell: npt.NDArray[np.float64] | None,
+    pbc: list[bool],
+    specs: list[tuple[float, int]],
+    num_threads: int,
+    max_pairs: int,
+) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64], int]]:
+    """Dense lists of one frame per (cutoff, max_neighbors) spec from one search.
+
+    Returns:
+        Per spec: index [N, M] (-1 padded), shifts [N, M, 3], distances [N, M] (+inf padded),
+        num_dropped.
+    """
+
+def batch_dense_neighbor_lists(
+    positions: npt.NDArray[np.float64],
+    atom_offsets: npt.NDArray[np.int64],
+    cells: npt.NDArray[np.float64],
+    pbcs: npt.NDArray[np.bool_],
+    specs: list[tuple[float, int]],
+    num_threads: int,
+    max_pairs: int,
+) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64], int]]:
+    """Dense lists over the flat atoms of a batch (global indices), parallel over frames."""

@@ -7,6 +7,7 @@
 pub mod cell;
 pub mod error;
 pub mod loader;
+pub mod memory;
 pub mod neighbors;
 pub mod parallel;
 pub mod store;

@@ -5,6 +5,7 @@
 
 mod error;
 mod loader;
+mod neighbors;
 
 use numpy::PyReadonlyArray2;
 use pyo3::exceptions::PyValueError;
@@ -39,6 +40,7 @@ fn cell_heights(cell: PyReadonlyArray2<'_, f64>) -> PyResult<[f64; 3]> {
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(core_version, module)?)?;
     module.add_function(wrap_pyfunction!(cell_heights, module)?)?;
+    neighbors::register(module)?;
     module.add("StoreError", module.py().get_type::<error::StoreError>())?;
     loader::register(module)?;
     Ok(())

@@ -34,8 +34,6 @@ pub(crate) struct Geometry {
     pub periodic: [bool; 3],
     /// Rows: lattice vectors along periodic directions, orthonormal fill-ins elsewhere.
     pub basis: Matrix3,
-    /// Inverse of `basis`: fractional coordinates are `r @ inverse`.
-    pub inverse: Matrix3,
     /// Perpendicular heights of `basis`.
     pub heights: [f64; 3],
     /// Positions wrapped into the cell along periodic directions, `[num_atoms]`.
@@ -149,7 +147,7 @@ fn check_periodic_cell(cell: &Matrix3, periodic: [bool; 3]) -> Result<()> {
     };
     let basis_heights = heights(&basis).map_err(|error| singular(error.to_string()))?;
     for k in (0..3).filter(|&k| periodic[k]) {
-        if !(basis_heights[k] > FLAT_RELATIVE_HEIGHT * longest) {
+        if basis_heights[k] <= FLAT_RELATIVE_HEIGHT * longest {
             return Err(singular(format!(
                 "height along lattice vector {k} is {:e} for vectors up to {longest:e} long",
                 basis_heights[k]
@@ -226,7 +224,6 @@ impl Geometry {
         Ok(Self {
             periodic,
             basis,
-            inverse,
             heights,
             wrapped,
             fractional,

@@ -13,7 +13,7 @@ use crate::error::{CoreError, Result};
 
 /// Bins per cutoff length: 2 visits about 2.5 cutoff-cubes of candidates instead of 27 for
 /// cutoff-sized bins, at the price of more, smaller runs.
-const BINS_PER_CUTOFF: f64 = 2.0;
+const BINS_PER_CUTOFF: f64 = 1.0;
 
 /// Relative safety margin on the cutoff when deciding which bins can hold neighbours, so that
 /// rounding in the fractional coordinates never loses a pair.

@@ -24,6 +24,7 @@ use rayon::prelude::*;
 
 use crate::cell::Matrix3;
 use crate::error::{CoreError, Result};
+use crate::memory;
 pub use geometry::Frame;
 use geometry::Geometry;
 use grid::Grid;
@@ -78,6 +79,17 @@ impl PairList {
         self.centers.is_empty()
     }
 
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            centers: memory::with_capacity(capacity),
+            neighbors: memory::with_capacity(capacity),
+            shifts: memory::with_capacity(3 * capacity),
+            distances: memory::with_capacity(capacity),
+            vectors: memory::with_capacity(3 * capacity),
+            num_dropped: 0,
+        }
+    }
+
     fn push(&mut self, center: usize, pair: &Pair) {
         self.centers.push(center as i64);
         self.neighbors.push(pair.neighbor as i64);
@@ -125,9 +137,9 @@ impl DenseList {
         let slots = num_atoms * max_neighbors;
         Self {
             max_neighbors,
-            index: vec![0; slots],
-            shifts: vec![0; slots * 3],
-            distances: vec![0.0; slots],
+            index: memory::zeroed(slots),
+            shifts: memory::zeroed(slots * 3),
+            distances: memory::zeroed(slots),
             num_dropped: 0,
         }
     }
@@ -223,17 +235,12 @@ pub fn neighbor_list(frame: &Frame<'_>, options: &ListOptions) -> Result<PairLis
     let searcher = Searcher::new(&geometry, &grid, options.cutoff, options.self_pair)?;
     let keep = options.max_neighbors.unwrap_or(usize::MAX);
     let produced = AtomicUsize::new(0);
-    let reserve = (kept_expected / num_atoms.max(1) as f64 * 1.1) as usize;
+    let reserve = (kept_expected / num_atoms.max(1) as f64 * 1.25) as usize + 1;
     let parts: Vec<Result<PairList>> = centre_ranges(num_atoms)
         .into_par_iter()
         .map(|centres| {
-            let mut part = PairList::default();
             let capacity = (reserve * centres.len()).min(options.max_pairs);
-            part.centers.reserve(capacity);
-            part.neighbors.reserve(capacity);
-            part.shifts.reserve(3 * capacity);
-            part.distances.reserve(capacity);
-            part.vectors.reserve(3 * capacity);
+            let mut part = PairList::with_capacity(capacity);
             let mut keys = Vec::new();
             for center in centres {
                 keys.clear();
@@ -255,13 +262,7 @@ pub fn neighbor_list(frame: &Frame<'_>, options: &ListOptions) -> Result<PairLis
     if parts.len() == 1 {
         return Ok(parts.pop().unwrap_or_default());
     }
-    let mut list = PairList::default();
-    let total = produced.load(Ordering::Relaxed);
-    list.centers.reserve_exact(total);
-    list.neighbors.reserve_exact(total);
-    list.shifts.reserve_exact(3 * total);
-    list.distances.reserve_exact(total);
-    list.vectors.reserve_exact(3 * total);
+    let mut list = PairList::with_capacity(produced.load(Ordering::Relaxed));
     for part in &parts {
         list.append(part);
     }
@@ -350,19 +351,17 @@ fn fill_rows(
             let written = within.min(width);
             *dropped += (within - written) as u64;
             let start = row * width;
-            for slot in 0..width {
+            for (slot, &key) in keys[..written].iter().enumerate() {
                 let at = start + slot;
-                if slot < written {
-                    let pair = searcher.decode(center, keys[slot]);
-                    spec_rows.index[at] = pair.neighbor as i64 + index_offset;
-                    spec_rows.shifts[3 * at..3 * at + 3].copy_from_slice(&pair.shift);
-                    spec_rows.distances[at] = pair.distance;
-                } else {
-                    spec_rows.index[at] = -1;
-                    spec_rows.shifts[3 * at..3 * at + 3].fill(0);
-                    spec_rows.distances[at] = f64::INFINITY;
-                }
+                let pair = searcher.decode(center, key);
+                spec_rows.index[at] = pair.neighbor as i64 + index_offset;
+                spec_rows.shifts[3 * at..3 * at + 3].copy_from_slice(&pair.shift);
+                spec_rows.distances[at] = pair.distance;
             }
+            let padding = start + written..start + width;
+            spec_rows.index[padding.clone()].fill(-1);
+            spec_rows.shifts[3 * padding.start..3 * padding.end].fill(0);
+            spec_rows.distances[padding].fill(f64::INFINITY);
         }
     }
     Ok(dropped)

@@ -34,13 +34,9 @@ pub(crate) struct Searcher<'a> {
     loose_squared: f64,
     include_self_pair: bool,
     bias: [i32; 3],
-    radix: [u32; 3],
-}
-
-/// Key of a pair at `distance` (non-negative) to atom `neighbor` through image `code`.
-#[inline]
-fn key(distance: f64, neighbor: u32, code: u32) -> u128 {
-    ((distance.to_bits() as u128) << 64) | ((neighbor as u128) << 32) | code as u128
+    /// Bit width of each image digit in a code; digits are stored x, y, z from high to low so
+    /// that codes order like shifts, lexicographically.
+    bits: [u32; 3],
 }
 
 /// The smallest key whose distance is `distance`: keys below it are strictly closer.
@@ -78,8 +74,8 @@ impl<'a> Searcher<'a> {
                 0
             }
         });
-        let radix = bias.map(|b| 2 * b as u32 + 1);
-        if radix.iter().map(|&r| r as u64).product::<u64>() > u32::MAX as u64 {
+        let bits = bias.map(|b| u32::BITS - (2 * b as u32).leading_zeros());
+        if bits.iter().sum::<u32>() > 31 {
             return Err(CoreError::InvalidInput(format!(
                 "cutoff {cutoff} needs too many periodic images (up to {bias:?} per direction)"
             )));
@@ -98,22 +94,22 @@ impl<'a> Searcher<'a> {
             loose_squared: cutoff * cutoff * (1.0 + 1e-12),
             include_self_pair,
             bias,
-            radix,
+            bits,
         })
     }
 
     #[inline]
     fn code(&self, image: [i32; 3]) -> u32 {
         let digit = |k: usize| (image[k] + self.bias[k]) as u32;
-        (digit(0) * self.radix[1] + digit(1)) * self.radix[2] + digit(2)
+        (((digit(0) << self.bits[1]) | digit(1)) << self.bits[2]) | digit(2)
     }
 
     #[inline]
     fn image(&self, code: u32) -> [i32; 3] {
-        let z = code % self.radix[2];
-        let rest = code / self.radix[2];
-        let y = rest % self.radix[1];
-        let x = rest / self.radix[1];
+        let mask = |k: usize| (1u32 << self.bits[k]) - 1;
+        let z = code & mask(2);
+        let y = (code >> self.bits[2]) & mask(1);
+        let x = code >> (self.bits[1] + self.bits[2]);
         [
             x as i32 - self.bias[0],
             y as i32 - self.bias[1],
@@ -177,15 +173,21 @@ impl<'a> Searcher<'a> {
                     continue;
                 }
                 let image = [image_x, image_y, image_z];
-                self.scan(center, position, image, start..end, keys);
+                self.scan(position, image, start..end, keys);
             }
         }
+        self.finish(center, keys);
     }
 
+    /// Appends a key for every atom of the sorted run `sorted` seen through `image` whose squared
+    /// distance passes the loose pre-filter. Keys hold the squared distance until [`finish`].
+    ///
+    /// Branch-free: every candidate is written and the length advances only for accepted ones,
+    /// because acceptance is close to a coin flip and mispredicted branches cost more than the
+    /// stores.
     #[inline]
     fn scan(
         &self,
-        center: usize,
         position: [f64; 3],
         image: [i32; 3],
         sorted: std::ops::Range<usize>,
@@ -198,24 +200,35 @@ impl<'a> Searcher<'a> {
             position[1] - translation[1],
             position[2] - translation[2],
         ];
-        let home_image = image == [0, 0, 0];
-        let code = self.code(image);
+        let code = self.code(image) as u128;
         let positions = &self.grid.sorted_positions[sorted.clone()];
         let atoms = &self.grid.sorted_atoms[sorted];
-        for (p, &atom) in positions.iter().zip(atoms) {
+        let filled = keys.len();
+        keys.resize(filled + positions.len(), 0);
+        let out = &mut keys[filled..];
+        let mut accepted = 0;
+        for ((p, &atom), slot) in positions.iter().zip(atoms).zip(0..out.len()) {
             let dx = p[0] - origin[0];
             let dy = p[1] - origin[1];
             let dz = p[2] - origin[2];
             let squared = dx * dx + dy * dy + dz * dz;
-            if squared < self.loose_squared {
-                let distance = squared.sqrt();
-                if distance < self.cutoff
-                    && (self.include_self_pair || !home_image || atom as usize != center)
-                {
-                    keys.push(key(distance, atom, code));
-                }
-            }
+            out[accepted.min(slot)] =
+                ((squared.to_bits() as u128) << 64) | ((atom as u128) << 32) | code;
+            accepted += (squared < self.loose_squared) as usize;
         }
+        keys.truncate(filled + accepted);
+    }
+
+    /// Turns the squared distances of `keys` (from [`Self::collect`]) into distances and applies
+    /// the exact cutoff and the self-pair rule.
+    fn finish(&self, center: usize, keys: &mut Vec<u128>) {
+        let home = self.code([0, 0, 0]) as u128 | ((center as u128) << 32);
+        let low_bits = (1u128 << 64) - 1;
+        keys.retain_mut(|key| {
+            let distance = f64::from_bits((*key >> 64) as u64).sqrt();
+            *key = ((distance.to_bits() as u128) << 64) | (*key & low_bits);
+            distance < self.cutoff && (self.include_self_pair || *key & low_bits != home)
+        });
     }
 
     /// Decodes a key of `center` into the pair it stands for.

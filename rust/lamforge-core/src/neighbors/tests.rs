@@ -19,11 +19,11 @@ fn inverse(m: &Matrix3) -> Matrix3 {
         - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
         + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
     let mut out = [[0.0; 3]; 3];
-    for i in 0..3 {
-        for j in 0..3 {
+    for (i, row) in out.iter_mut().enumerate() {
+        for (j, value) in row.iter_mut().enumerate() {
             let (a, b) = ((j + 1) % 3, (j + 2) % 3);
             let (c, d) = ((i + 1) % 3, (i + 2) % 3);
-            out[i][j] = (m[a][c] * m[b][d] - m[a][d] * m[b][c]) / det;
+            *value = (m[a][c] * m[b][d] - m[a][d] * m[b][c]) / det;
         }
     }
     out

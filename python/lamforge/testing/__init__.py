@@ -1,0 +1,1 @@
+"""Reusable checks and reference implementations for tests (oracles, physics invariants)."""
