@@ -190,3 +190,46 @@ def test_quickstart_store_stage(tmp_path, capsys):
     # A second run replaces the datasets instead of failing on them.
     assert main(["quickstart", "--workdir", str(workdir), "--frames-per-task", "2", "--quiet"]) == 0
     assert Store.open(workdir / "store.zarr").info("bulk").num_frames == 2
+
+
+@pytest.mark.slow
+def test_whole_shared_data(tmp_path, capsys, shared_data):
+    """Every file of ../shared/data imports; counts match the inputs; validate runs on it all."""
+    from ase.io import iread
+
+    store = tmp_path / "all.zarr"
+    groups = {
+        "mptrj": sorted((shared_data / "mptrj").glob("*.xyz")),
+        "oc20": sorted((shared_data / "oc20").glob("*.traj")),
+        "molecules": sorted((shared_data / "molecules").rglob("*.xyz")),
+    }
+    for name, paths in groups.items():
+        code, _, err = _run(
+            capsys, "import", *paths, "--store", store, "--dataset", name, "--quiet"
+        )
+        assert code == 0, err
+        expected = sum(1 for path in paths for _ in iread(path, index=":"))
+        assert Store.open(store).info(name).num_frames == expected
+    code, _, err = _run(
+        capsys, "import", shared_data / "deepmd", "--store", store, "--dataset", "deepmd", "--quiet"
+    )
+    assert code == 0, err
+    expected = sum(
+        np.load(p, mmap_mode="r").shape[0] for p in (shared_data / "deepmd").rglob("energy.npy")
+    )
+    assert Store.open(store).info("deepmd").num_frames == expected
+    total = sum(Store.open(store).info(name).num_frames for name in Store.open(store).datasets())
+    assert total > 13000
+    code, out, _ = _run(capsys, "validate", store, "--json")
+    report = json.loads(out)
+    assert code == (1 if report["errors"] else 0)
+    # The shared data is clean DFT data; the only atoms closer than 0.5 Å are the deliberately
+    # compressed dimers of ethanol/test_dimers.xyz (H-H down to 0.35 Å), which must be found.
+    errors = [f for f in report["findings"] if f["severity"] == "error"]
+    sources = Store.open(store).index("molecules")["source"]
+    assert errors and all(f["check"] == "close_atoms" for f in errors)
+    assert all(sources[f["frame"]].endswith("test_dimers.xyz") for f in errors)
+    # MPtrj's highest-stress frames are physical outliers; validate must flag some of them.
+    assert any(
+        f["check"] == "force_outlier" and f["dataset"] == "mptrj" for f in report["findings"]
+    )

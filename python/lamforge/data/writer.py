@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import zarr
-from ase.data import chemical_symbols
+from ase.data import atomic_numbers, chemical_symbols
 from zarr.codecs import ZstdCodec
 
 from lamforge.data.format import (
@@ -216,9 +216,9 @@ class DatasetWriter:
         parts = sorted((self.staging / _INDEX_PARTS).glob("*.parquet"))
         index = pl.concat([pl.read_parquet(part) for part in parts]) if parts else index_frame([])
         write_index(index, self.staging / INDEX_FILE)
-        numbers = sorted(
-            {int(z) for z in np.unique(self.group["atomic_numbers"][:])} if self.num_atoms else ()
-        )
+        # From the index, not the atomic_numbers array, which may not fit in memory.
+        symbols = index["elements"].explode().drop_nulls().unique().to_list()
+        numbers = sorted(atomic_numbers[symbol] for symbol in symbols)
         labels = {"energy": int(np.count_nonzero(self.group["has_energy"][:]))}
         for label in OPTIONAL_LABELS:
             present = f"has_{label}" in stored_arrays(self.staging)

@@ -1,6 +1,7 @@
 """Importers on the real data in ../shared/data and on crafted bad input."""
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +148,55 @@ def test_resume_skips_frames(shared_data):
     resumed = list(iter_source(system, skip=len(frames) - 2))
     assert [f.source_index for f in resumed] == [len(frames) - 2, len(frames) - 1]
     np.testing.assert_array_equal(resumed[-1].forces, frames[-1].forces)
+
+
+def test_ase_database_and_trajectory_with_extras(tmp_path, demo):
+    import ase.db
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.constraints import FixAtoms
+    from ase.io import write
+
+    frames = [atoms.copy() for atoms in demo["surfaces"].frames[:3]]
+    for atoms, original in zip(frames, demo["surfaces"].frames[:3], strict=True):
+        atoms.set_constraint(FixAtoms(indices=[0, 1]))
+        results = dict(original.calc.results)
+        results["magmoms"] = np.linspace(0, 1, len(atoms))
+        results["charges"] = np.linspace(-1, 1, len(atoms))
+        atoms.calc = SinglePointCalculator(atoms, **results)
+    database = tmp_path / "frames.db"
+    with ase.db.connect(database) as connection:
+        for atoms in frames:
+            connection.write(atoms)
+    trajectory = tmp_path / "frames.traj"
+    write(trajectory, frames)
+    for path in (database, trajectory):
+        imported = list(iter_source(path))
+        assert len(imported) == 3
+        for frame, atoms in zip(imported, frames, strict=True):
+            np.testing.assert_allclose(frame.forces, atoms.calc.results["forces"])
+            assert np.abs(frame.forces[:2]).max() > 0  # fixed atoms keep their forces
+            np.testing.assert_allclose(frame.magnetic_moments, np.linspace(0, 1, len(atoms)))
+            np.testing.assert_allclose(frame.charges, np.linspace(-1, 1, len(atoms)))
+            np.testing.assert_array_equal(frame.pbc, [True, True, False])
+            assert frame.virial is None  # slabs are not periodic in z: no stress
+
+
+def _ase_vasp_examples():
+    import ase
+
+    folder = Path(ase.__file__).parent / "test" / "testdata" / "vasp"
+    if not (folder / "OUTCAR_example_1").is_file():
+        pytest.skip(f"ASE's VASP test files are not installed ({folder})")
+    return folder
+
+
+@pytest.mark.parametrize("name", ["OUTCAR_example_1", "vasprun_pstress.xml"])
+def test_vasp_outputs(name):
+    path = _ase_vasp_examples() / name
+    frames = list(iter_source(path))
+    reference = read(path, index=":")
+    assert len(frames) == len(reference) >= 1
+    frame, atoms = frames[-1], reference[-1]
+    assert frame.energy == atoms.get_potential_energy()
+    np.testing.assert_allclose(frame.forces, atoms.get_forces(apply_constraint=False))
+    np.testing.assert_allclose(frame.virial, -atoms.get_stress(voigt=False) * atoms.get_volume())

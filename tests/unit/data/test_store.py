@@ -132,3 +132,37 @@ def test_out_of_range_frame_ids(store, demo):
     write_dataset(store, "bulk", frames_of(demo["bulk"]))
     with pytest.raises(IndexError, match="6 frames"):
         store.reader("bulk").read_frames([6])
+
+
+def test_writer_memory_is_bounded_by_flush_size(store, demo):
+    frames = [f for task in demo.values() for f in frames_of(task)]
+    writer = store.writer(DatasetInfo(name="all"))
+    writer.flush_atoms = 40
+    largest = max(f.num_atoms for f in frames)
+    written = []
+    for frame in frames:
+        writer.add(frame)
+        # Never more than one flush worth of atoms waits in memory.
+        assert writer._buffered_atoms < 40 + largest
+        written.append(writer.num_frames)
+    assert written[-1] > 0 and len(set(written)) > 5  # many flushes happened during the adds
+    info = writer.commit()
+    assert info.num_frames == len(frames)
+
+
+def test_extras_round_trip(store):
+    frame = Frame(
+        positions=np.array([[0.0, 0, 0], [0, 0, 1.1]]),
+        atomic_numbers=np.array([6, 8]),
+        cell=np.zeros((3, 3)),
+        pbc=np.zeros(3, bool),
+        energy=-10.0,
+        charges=np.array([0.3, -0.3]),
+        magnetic_moments=np.array([0.0, 2.0]),
+    )
+    info = write_dataset(store, "co", [frame, frame])
+    assert info.labels["charges"] == 2 and info.labels["magnetic_moments"] == 2
+    got = store.reader("co").read_frames([1]).frame(0)
+    np.testing.assert_array_equal(got.charges, [0.3, -0.3])
+    np.testing.assert_array_equal(got.magnetic_moments, [0.0, 2.0])
+    assert got.forces is None

@@ -1,9 +1,10 @@
 """Frames from every format ASE reads (extxyz, traj, db, VASP OUTCAR/vasprun.xml, ...).
 
 Frames are read one at a time with ``ase.io.iread``, so files larger than memory stream. Labels
-come from the calculator results ASE attached to each frame (``lamforge.data.frames``): forces of
-atoms fixed by a constraint keep their raw DFT values, and ASE's stress (eV/Å^3) becomes the
-stored virial (eV).
+come from the calculator results ASE attached to each frame (``lamforge.data.frames``): the
+energy is ASE's ``energy`` (for VASP the sigma -> 0 extrapolation; ``free_energy`` when that is
+all there is), forces of atoms fixed by a constraint keep their raw DFT values, and ASE's stress
+(eV/Å^3) becomes the stored virial (eV).
 """
 
 from __future__ import annotations
