@@ -9,6 +9,7 @@ import pytest
 from loader_helpers import zarr_frame
 
 from lamforge.data.loader import DatasetSource, LoaderConfig, NeighborSpec
+from lamforge.neighbors import dense_neighbor_lists
 
 NAMES = ("bulk", "slab", "molecules")
 
@@ -142,3 +143,27 @@ def test_neighbor_matrices_match_brute_force_with_offsets(loader_store, spec_ind
                 assert max(distances) <= left_out[0] + 1e-9, "the cap keeps the nearest"
             dropped += len(found) - len(kept)
         assert int(neighbors.num_dropped[position]) == dropped
+
+
+def test_neighbor_matrices_equal_the_neighbor_module_per_frame(loader_store):
+    """Exactly the per-frame lists of ``lamforge.neighbors``, shifted to global atom indices."""
+    pairs = [(d, f) for d in range(3) for f in range(0, 25, 4)]
+    with config(loader_store.path).build() as loader:
+        batch = loader.collate(pairs)
+    assert [n.name for n in batch.neighbors] == ["repinit", "repformer"]
+    positions = batch.positions.numpy()
+    for position in range(batch.num_frames):
+        atoms = batch.frame_slice(position)
+        pbc = batch.pbc[position].numpy()
+        expected = dense_neighbor_lists(
+            positions[atoms],
+            batch.cell[position].numpy() if pbc.any() else None,
+            pbc.tolist(),
+            specs=[(6.0, 120), (4.0, 48)],
+            num_threads=1,
+        )
+        for ours, theirs in zip(batch.neighbors, expected, strict=True):
+            index = np.where(theirs.index >= 0, theirs.index + atoms.start, -1)
+            np.testing.assert_array_equal(ours.index[atoms].numpy(), index)
+            np.testing.assert_array_equal(ours.shifts[atoms].numpy(), theirs.shifts)
+            assert int(ours.num_dropped[position]) == theirs.num_dropped
