@@ -48,7 +48,9 @@ def test_cell_heights_rejects_bad_cells(cell, message):
 def test_stub_declares_every_function():
     stub = Path(lamforge.__file__).with_name("_core.pyi")
     declared = {
-        node.name for node in ast.parse(stub.read_text()).body if isinstance(node, ast.FunctionDef)
+        node.name
+        for node in ast.parse(stub.read_text()).body
+        if isinstance(node, ast.FunctionDef | ast.ClassDef)
     }
     exported = {name for name in dir(_core) if not name.startswith("_")}
     assert exported == declared
