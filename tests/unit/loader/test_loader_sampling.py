@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 
 import numpy as np
+import polars as pl
 import pytest
 import zarr
+from loader_helpers import random_frames, write_store
 
 from lamforge.data.loader import DatasetSource, LoaderConfig
+from lamforge.data.store import Store
 
 NAMES = ("bulk", "slab", "molecules")
 
@@ -202,3 +205,17 @@ def test_shuffle_keeps_chunk_locality(loader_store):
     rng = np.random.default_rng(0)
     uniform = [chunk_loads(rng.permutation(frames), chunk_of, capacity=6) for _ in range(100)]
     assert ours < min(uniform)
+
+
+def test_split_selects_the_frames_of_the_frame_index_split(tmp_path):
+    path = write_store(tmp_path / "store.zarr", {"bulk": random_frames(4, 30, (2, 6), (True,) * 3)})
+    store = Store.open(path)
+    index = store.index("bulk")
+    splits = ["train" if frame % 3 else "valid" for frame in range(30)]
+    store.write_index("bulk", index.with_columns(pl.Series("split", splits)))
+    datasets = (DatasetSource(name="bulk", split="valid"),)
+    with config(path, datasets=datasets).build() as loader:
+        frames = sorted(f for batch in epoch_frames(loader) for _, f in batch)
+    assert frames == list(range(0, 30, 3))
+    with pytest.raises(ValueError, match="no frame in split 'test'"):
+        config(path, datasets=(DatasetSource(name="bulk", split="test"),)).build()
