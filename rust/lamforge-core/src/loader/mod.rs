@@ -257,7 +257,7 @@ impl Loader {
     /// # Errors
     /// The collation's error for this batch (the position does not advance, so a retry fails the
     /// same way).
-    pub fn next(&mut self) -> Result<Option<Batch>> {
+    pub fn next_batch(&mut self) -> Result<Option<Batch>> {
         let (epoch, position, prefetch) = (self.epoch, self.position, self.config.prefetch);
         let engine = self.engine()?;
         let plan = engine.plan(epoch);
