@@ -58,6 +58,13 @@ def test_import_stats_split_filter_merge_export(tmp_path, capsys, demo_files):
     code, out, _ = _run(capsys, "validate", store, "--json")
     assert code == 0 and json.loads(out)["errors"] == 0
 
+    code, out, _ = _run(capsys, "info", store, "--json")
+    infos = {d["name"]: d for d in json.loads(out)["datasets"]}
+    assert infos["bulk"]["num_frames"] == 5 and infos["bulk"]["licence"] == "MIT"
+    assert infos["bulk"]["level_of_theory"] == {"code": "ASE", "functional": "EMT", "basis": ""}
+    code, out, _ = _run(capsys, "info", store)
+    assert code == 0 and "ASE/EMT" in out and "clusters" in out
+
     code, out, _ = _run(
         capsys, "split", store, "--dataset", "bulk", "--fractions", "0.6", "0.4", "--seed", "3"
     )
@@ -233,3 +240,13 @@ def test_whole_shared_data(tmp_path, capsys, shared_data):
     assert any(
         f["check"] == "force_outlier" and f["dataset"] == "mptrj" for f in report["findings"]
     )
+
+
+def test_data_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["data", "--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("import", "info", "stats", "validate", "filter", "split", "merge", "export"):
+        assert command in out
+    assert _run(capsys, "stats", "/nonexistent/store.zarr")[0] == 2

@@ -55,6 +55,27 @@ def _import(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _info(arguments: argparse.Namespace) -> int:
+    from lamforge.data.store import Store
+
+    store = Store.open(arguments.store)
+    infos = [store.info(name) for name in store.datasets()]
+    if arguments.json:
+        print(json.dumps({"datasets": [info.to_json() for info in infos]}, indent=2))
+        return 0
+    print(
+        f"{'dataset':16s} {'frames':>8s} {'atoms':>10s} {'elements':>8s}  level of theory; labels"
+    )
+    for info in infos:
+        theory = info.level_of_theory
+        labels = ", ".join(f"{k} {v}" for k, v in info.labels.items() if v)
+        print(
+            f"{info.name:16s} {info.num_frames:8d} {info.num_atoms:10d} {len(info.elements):8d}  "
+            f"{theory.code or '?'}/{theory.functional or '?'}; {labels}"
+        )
+    return 0
+
+
 def _stats(arguments: argparse.Namespace) -> int:
     from lamforge.data.plots import plot_dataset
     from lamforge.data.stats import dataset_stats
@@ -261,6 +282,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="import, inspect, validate, curate, export data")
     commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     _register_import(commands)
+
+    parser = commands.add_parser("info", help="list the datasets of a store (attributes only)")
+    _add_store(parser)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(handler=_guarded("info", _info))
 
     parser = commands.add_parser("stats", help="counts, elements and distributions")
     _add_store(parser, dataset="many")

@@ -48,12 +48,14 @@ their shard files.
 
 A write is atomic: a dataset is built in a staging directory next to the store
 (``.<store name>.staging/NAME``), its ``complete`` attribute set last, and the directory renamed
-into the store. Readers ignore groups whose ``complete`` attribute is not true.
+into the store. Readers refuse groups whose ``complete`` attribute is not true. Overwriting moves
+the old group to ``.<store name>.staging/NAME.replaced`` first; opening the store puts it back if
+the new one never arrived.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +223,10 @@ class DatasetInfo:
                 f"dataset '{data.get('name')}' has lamforge-store schema version {version}; "
                 f"this lamforge reads version {SCHEMA_VERSION}"
             )
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"dataset '{data.get('name')}' has unknown attributes {unknown}")
         data["level_of_theory"] = LevelOfTheory(**data.get("level_of_theory", {}))
         data["source"] = tuple(data.get("source", ()))
         data["elements"] = tuple(data.get("elements", ()))

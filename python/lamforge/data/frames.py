@@ -81,8 +81,17 @@ class Frame:
                 _check_shape(name, value, shape)
         if self.virial is not None and not self.pbc.all():
             raise FrameError("field 'virial': only frames periodic in all directions have one")
-        if self.pbc.any() and abs(np.linalg.det(self.cell)) < 1e-9:
-            raise FrameError(f"field 'cell': periodic frame (pbc={self.pbc.tolist()}) has no cell")
+        pbc = np.asarray(self.pbc, dtype=bool)
+        if pbc.all():
+            degenerate = abs(np.linalg.det(self.cell)) < 1e-9
+        else:
+            periodic_vectors = np.asarray(self.cell)[pbc]
+            degenerate = np.linalg.matrix_rank(periodic_vectors, tol=1e-9) < pbc.sum()
+        if degenerate:
+            raise FrameError(
+                f"field 'cell': the lattice vectors of the periodic directions "
+                f"(pbc={self.pbc.tolist()}) are zero or linearly dependent"
+            )
         for name in ("positions", "cell", "energy", "forces", "virial"):
             value = getattr(self, name)
             if value is not None and not np.all(np.isfinite(value)):
@@ -235,11 +244,13 @@ def frame_to_atoms(frame: Frame) -> Atoms:
         cell=frame.cell,
         pbc=frame.pbc,
     )
-    if frame.charges is not None:
-        atoms.set_initial_charges(frame.charges)
-    if frame.magnetic_moments is not None:
-        atoms.set_initial_magnetic_moments(frame.magnetic_moments)
+    # Charges and moments are computed labels, so they go with the results (extended XYZ then
+    # writes them as ``charges`` and ``magmoms`` columns that ASE reads back as results).
     results = {}
+    if frame.charges is not None:
+        results["charges"] = frame.charges
+    if frame.magnetic_moments is not None:
+        results["magmoms"] = frame.magnetic_moments
     if frame.energy is not None:
         results["energy"] = frame.energy
     if frame.forces is not None:

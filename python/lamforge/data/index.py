@@ -127,9 +127,12 @@ def read_index(path: Path) -> pl.DataFrame:
     """Reads an index and checks its columns.
 
     Raises:
-        ValueError: if a documented column is missing.
+        ValueError: if the file cannot be read or a documented column is missing.
     """
-    index = pl.read_parquet(path)
+    try:
+        index = pl.read_parquet(path)
+    except Exception as error:
+        raise ValueError(f"cannot read frame index {path}: {error}") from error
     missing = [column for column in INDEX_SCHEMA if column not in index.columns]
     if missing:
         raise ValueError(f"frame index {path} lacks columns {missing}")

@@ -55,6 +55,6 @@ def import_sources(
         for source in sources:
             skip = writer.frames_done(str(source))
             for frame in iter_source(source, units=units, format=format, skip=skip):
-                writer.add(frame)
+                writer.add(frame, check=False)  # iter_source checked it
                 bar.update()
     return writer.commit()

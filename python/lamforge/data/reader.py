@@ -83,8 +83,12 @@ class DatasetReader:
         """Finds the first inner chunk of the selection that fails to decode."""
         array = self.group[name]
         chunk_rows, shard_rows = ARRAY_SPECS[name].chunks()[0][0], ARRAY_SPECS[name].chunks()[1][0]
-        rows = np.arange(array.shape[0])[selection]
-        for chunk in np.unique(rows // chunk_rows):
+        if isinstance(selection, slice):
+            start, stop, _ = selection.indices(array.shape[0])
+            chunks = np.arange(start // chunk_rows, -(-stop // chunk_rows))
+        else:
+            chunks = np.unique(np.asarray(selection) // chunk_rows)
+        for chunk in chunks:
             start = int(chunk) * chunk_rows
             try:
                 array[start : min(start + chunk_rows, array.shape[0])]

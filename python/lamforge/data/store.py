@@ -22,7 +22,7 @@ import zarr
 from lamforge.data.format import INDEX_FILE, SCHEMA_VERSION, STORE_MARKER, DatasetInfo
 from lamforge.data.index import write_index
 from lamforge.data.reader import DatasetReader
-from lamforge.data.writer import PROGRESS_FILE, DatasetWriter
+from lamforge.data.writer import PROGRESS_FILE, REPLACED_SUFFIX, DatasetWriter
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -73,7 +73,20 @@ class Store:
                 f"{path} has lamforge-store schema version {store_attributes.get('schema_version')}"
                 f"; this lamforge reads version {SCHEMA_VERSION}"
             )
-        return cls(path)
+        store = cls(path)
+        store._recover()
+        return store
+
+    def _recover(self) -> None:
+        """Finishes an overwrite that died between its two renames (see ``DatasetWriter``)."""
+        if not self.staging_root.is_dir():
+            return
+        for retired in self.staging_root.glob(f"*{REPLACED_SUFFIX}"):
+            original = self.path / retired.name.removesuffix(REPLACED_SUFFIX)
+            if original.exists():
+                shutil.rmtree(retired)  # the replacement is in place; the old copy is garbage
+            else:
+                os.replace(retired, original)  # the replacement never arrived: restore the old
 
     @property
     def staging_root(self) -> Path:

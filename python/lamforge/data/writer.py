@@ -35,6 +35,8 @@ from lamforge.data.frames import Frame
 from lamforge.data.index import index_frame, index_row, write_index
 
 PROGRESS_FILE = "progress.json"
+#: Suffix of a dataset moved aside while an overwrite puts its replacement in place.
+REPLACED_SUFFIX = ".replaced"
 _INDEX_PARTS = "index_parts"
 _REQUIRED = ("atom_offsets", "positions", "atomic_numbers", "cell", "pbc", "energy", "has_energy")
 
@@ -150,13 +152,18 @@ class DatasetWriter:
         """Frames of ``source`` already written (to skip when resuming)."""
         return self.frames_per_source.get(source, 0)
 
-    def add(self, frame: Frame) -> None:
-        """Buffers one frame (checked first); writes when about a shard of atoms is pending.
+    def add(self, frame: Frame, *, check: bool = True) -> None:
+        """Buffers one frame; writes when about a shard of atoms is pending.
+
+        Args:
+            frame: The frame.
+            check: Run ``Frame.check`` first (False when the caller already did).
 
         Raises:
             FrameError: if a field has the wrong shape or a non-finite value.
         """
-        frame.check()
+        if check:
+            frame.check()
         self._buffer.append(frame)
         self._buffered_atoms += frame.num_atoms
         if self._buffered_atoms >= self.flush_atoms:
@@ -245,7 +252,9 @@ class DatasetWriter:
         if self.destination.exists():
             if not self.overwrite:
                 raise FileExistsError(f"dataset '{self.info.name}' appeared while writing it")
-            retired = self.staging.with_name(f"{self.staging.name}.replaced")
+            # Two renames, not one: between them the old dataset waits in the staging area, and
+            # ``Store.open`` puts it back if the process died right there.
+            retired = self.staging.with_name(f"{self.staging.name}{REPLACED_SUFFIX}")
             os.replace(self.destination, retired)
             os.replace(self.staging, self.destination)
             shutil.rmtree(retired)

@@ -82,3 +82,25 @@ def test_failed_overwrite_keeps_the_old_dataset(tmp_path, demo):
         _import(store, "bulk", frames_of(demo["alloy"]), fail_after=3, overwrite=True)
     for got, expected in zip(_arrays(store, "bulk"), old, strict=True):
         np.testing.assert_array_equal(got, expected)
+
+
+def test_overwrite_interrupted_between_renames_is_recovered(tmp_path, demo):
+    import os
+
+    store = Store.open(tmp_path / "store.zarr", create=True)
+    write_dataset(store, "bulk", frames_of(demo["bulk"]))
+    old = _arrays(store, "bulk")
+    # The state an overwrite leaves if it dies after moving the old dataset aside.
+    store.staging_root.mkdir(exist_ok=True)
+    os.replace(store.path / "bulk", store.staging_root / "bulk.replaced")
+    assert Store.open(store.path).datasets() == ["bulk"]
+    for got, expected in zip(_arrays(store, "bulk"), old, strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_damaged_index_is_a_clear_error(tmp_path, demo):
+    store = Store.open(tmp_path / "store.zarr", create=True)
+    write_dataset(store, "bulk", frames_of(demo["bulk"]))
+    (store.path / "bulk" / "frame_index.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match="cannot read frame index .*frame_index.parquet"):
+        store.index("bulk")

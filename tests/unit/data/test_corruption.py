@@ -56,3 +56,26 @@ def test_missing_shard_file_is_an_error_of_validate(store):
     assert {"missing_shard", "non_finite"} <= checks
     missing = next(f for f in findings if f.check == "missing_shard")
     assert "positions/c/0/0" in missing.message
+
+
+def test_the_damaged_inner_chunk_is_named(tmp_path, shared_data):
+    from lamforge.data.format import CHUNK_FRAMES, SHARD_FRAMES, DatasetInfo
+    from lamforge.data.ingest import import_sources
+
+    store = Store.open(tmp_path / "store.zarr", create=True)
+    info = import_sources(
+        store, DatasetInfo(name="mols"), [shared_data / "deepmd" / "nopbc" / "C1H4O2"]
+    )
+    assert info.num_frames > 3 * CHUNK_FRAMES
+    shard = store.path / "mols" / "energy" / "c" / "0"
+    data = bytearray(shard.read_bytes())
+    # The shard index (at the end): one (offset, nbytes) uint64 pair per inner chunk, then crc32c.
+    chunks_per_shard = SHARD_FRAMES // CHUNK_FRAMES
+    index = np.frombuffer(bytes(data[-4 - 16 * chunks_per_shard : -4]), dtype="<u8").reshape(-1, 2)
+    offset, nbytes = index[2]
+    data[int(offset + nbytes // 2)] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    reader = store.reader("mols")
+    reader.read_frames([0, CHUNK_FRAMES + 1])  # chunks 0 and 1 are intact
+    with pytest.raises(StoreCorruptionError, match=r"array 'energy': inner chunk 2 \(rows 512"):
+        reader.read_frames([2 * CHUNK_FRAMES + 3])

@@ -82,6 +82,7 @@ def _frame(**changes):
         ({"energy": float("nan")}, "energy"),
         ({"forces": np.full((2, 3), np.inf)}, "forces"),
         ({"cell": np.zeros((3, 3))}, "cell"),
+        ({"cell": np.array([[1.0, 0, 0], [2.0, 0, 0], [0, 0, 1.0]])}, "cell"),
         ({"pbc": np.array([False] * 3), "cell": np.zeros((3, 3)), "virial": np.eye(3)}, "virial"),
     ],
 )

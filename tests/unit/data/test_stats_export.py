@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from ase.data import chemical_symbols
 from data_helpers import frames_of, write_dataset
 
 from lamforge.data.export import export_deepmd, export_extxyz
@@ -111,3 +112,74 @@ def test_deepmd_round_trip(shared_data, tmp_path):
     np.testing.assert_array_equal(after.atomic_numbers, before.atomic_numbers)
     with pytest.raises(FileExistsError):
         export_deepmd(store.reader("water"), output)
+
+
+def test_extxyz_round_trip_of_extras(tmp_path):
+    from lamforge.data.frames import Frame
+
+    store = Store.open(tmp_path / "s.zarr", create=True)
+    frame = Frame(
+        positions=np.array([[0.0, 0, 0], [0, 0, 1.1]]),
+        atomic_numbers=np.array([6, 8]),
+        cell=np.zeros((3, 3)),
+        pbc=np.zeros(3, bool),
+        energy=-10.0,
+        forces=np.array([[0.0, 0, 0.5], [0, 0, -0.5]]),
+        charges=np.array([0.3, -0.3]),
+        magnetic_moments=np.array([0.0, 2.0]),
+    )
+    write_dataset(store, "co", [frame])
+    export_extxyz(store.reader("co"), tmp_path / "co.xyz")
+    again = next(iter_source(tmp_path / "co.xyz"))
+    np.testing.assert_allclose(again.charges, frame.charges)
+    np.testing.assert_allclose(again.magnetic_moments, frame.magnetic_moments)
+    np.testing.assert_allclose(again.forces, frame.forces)
+
+
+def test_deepmd_kit_reads_the_export(shared_data, tmp_path, demo):
+    """The reference implementation's own loader reads our DeePMD export with the same values."""
+    deepmd_data = pytest.importorskip("deepmd.utils.data")
+    store = Store.open(tmp_path / "store.zarr", create=True)
+    _import(
+        store,
+        "mixed",
+        [shared_data / "deepmd" / "water_virial", shared_data / "deepmd" / "nopbc" / "C4H3O1"],
+    )
+    write_dataset(store, "bulk", frames_of(demo["bulk"]))  # virials converted from ASE stress
+    for name in ("mixed", "bulk"):
+        output = tmp_path / f"{name}_dp"
+        export_deepmd(store.reader(name), output)
+        batch = _all(store, name)
+        frames = batch.frames()
+        type_map = list(store.info(name).elements)
+        for system in sorted(output.iterdir()):
+            data = deepmd_data.DeepmdData(
+                str(system), type_map=type_map, shuffle_test=False, sort_atoms=False
+            )
+            data.add("energy", 1, atomic=False, must=False, high_prec=True)
+            data.add("force", 3, atomic=True, must=False, high_prec=False)
+            data.add("virial", 9, atomic=False, must=False, high_prec=False)
+            loaded = data.get_test()
+            coords = loaded["coord"].reshape(len(loaded["energy"]), -1, 3)
+            # Match loaded frames to stored ones by position (frames are grouped per system).
+            for row in range(coords.shape[0]):
+                frame = next(
+                    f
+                    for f in frames
+                    if f.positions.shape == coords[row].shape
+                    and np.allclose(f.positions, coords[row])
+                )
+                assert loaded["energy"][row, 0] == pytest.approx(frame.energy, rel=1e-12)
+                np.testing.assert_allclose(
+                    loaded["force"][row].reshape(-1, 3), frame.forces, rtol=1e-6, atol=1e-8
+                )
+                symbols = [type_map[t] for t in loaded["type"][row]]
+                assert symbols == [chemical_symbols[z] for z in frame.atomic_numbers]
+                if frame.virial is not None:
+                    assert loaded["find_virial"] == 1
+                    np.testing.assert_allclose(
+                        loaded["virial"][row].reshape(3, 3), frame.virial, rtol=1e-6, atol=1e-8
+                    )
+                    np.testing.assert_allclose(loaded["box"][row].reshape(3, 3), frame.cell)
+                else:
+                    assert loaded["find_virial"] == 0

@@ -166,3 +166,18 @@ def test_extras_round_trip(store):
     np.testing.assert_array_equal(got.charges, [0.3, -0.3])
     np.testing.assert_array_equal(got.magnetic_moments, [0.0, 2.0])
     assert got.forces is None
+
+
+def test_other_schema_versions_and_unknown_attributes_are_refused(store, demo):
+    write_dataset(store, "bulk", frames_of(demo["bulk"]))
+    group = zarr.open_group(store.path / "bulk", mode="r+")
+    attributes = dict(group.attrs)["lamforge"]
+    group.attrs["lamforge"] = {**attributes, "schema_version": 2}
+    with pytest.raises(ValueError, match="schema version 2; this lamforge reads version 1"):
+        store.reader("bulk")
+    group.attrs["lamforge"] = {**attributes, "colour": "blue"}
+    with pytest.raises(ValueError, match=r"unknown attributes \['colour'\]"):
+        store.reader("bulk")
+    group.attrs["lamforge"] = {**attributes, "complete": False}
+    with pytest.raises(ValueError, match="not a complete lamforge dataset"):
+        store.reader("bulk")

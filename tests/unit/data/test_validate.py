@@ -80,3 +80,13 @@ def test_nonperiodic_single_atom_has_no_pair():
         pbc=np.zeros(3, bool),
     )
     assert closest_pair(frame.positions, frame.cell, frame.pbc, 0.5) == np.inf
+
+
+def test_two_dimensional_cell_with_a_zero_vector():
+    cell = np.array([[3.0, 0, 0], [0, 3.0, 0], [0, 0, 0]])
+    positions = np.array([[0.0, 0, 0], [0.1, 2.95, 0.2]])  # 0.2 Å away through the y image
+    pbc = np.array([True, True, False])
+    frame = Frame(positions=positions, atomic_numbers=np.array([1, 1]), cell=cell, pbc=pbc)
+    frame.check()  # a zero vector along a non-periodic direction is allowed
+    expected = np.linalg.norm([0.1, -0.05, 0.2])
+    assert closest_pair(positions, cell, pbc, 0.5) == pytest.approx(expected)
