@@ -6,7 +6,7 @@
 //! `always` mode) removes almost all of them. Elsewhere this is a no-op.
 
 /// Buffers smaller than this keep ordinary pages.
-const HUGE_PAGE_THRESHOLD: usize = 8 << 20;
+const HUGE_PAGE_THRESHOLD: usize = 2 << 20;
 
 const HUGE_PAGE: usize = 2 << 20;
 

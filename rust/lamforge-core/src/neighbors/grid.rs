@@ -60,57 +60,55 @@ pub(crate) struct Grid {
 /// Minimum of `x^T G x` over the box `lower <= x <= upper`, exactly: the minimiser is the
 /// stationary point of some face (each coordinate at its lower bound, upper bound or free).
 fn box_minimum(metric: &Matrix3, lower: [f64; 3], upper: [f64; 3]) -> f64 {
+    if (0..3).all(|k| lower[k] <= 0.0 && upper[k] >= 0.0) {
+        return 0.0;
+    }
     let mut best = f64::INFINITY;
-    for state in 0..27 {
-        // 0: at lower bound, 1: at upper bound, 2: free.
+    for state in 0..26 {
+        // 0: at lower bound, 1: at upper bound, 2: free (state 26, all free, is the origin case
+        // handled above).
         let choice = [state % 3, (state / 3) % 3, state / 9];
-        let free: Vec<usize> = (0..3).filter(|&k| choice[k] == 2).collect();
         let mut x = [0.0; 3];
+        let mut free = [0usize; 2];
+        let mut num_free = 0;
         for k in 0..3 {
-            x[k] = match choice[k] {
-                0 => lower[k],
-                1 => upper[k],
-                _ => 0.0,
-            };
+            match choice[k] {
+                0 => x[k] = lower[k],
+                1 => x[k] = upper[k],
+                _ => {
+                    free[num_free] = k;
+                    num_free += 1;
+                }
+            }
         }
-        // Free coordinates solve G_ff x_f = -G_fc x_c.
-        let rhs: Vec<f64> = free
-            .iter()
-            .map(|&f| {
-                -(0..3)
-                    .filter(|&c| choice[c] != 2)
-                    .map(|c| metric[f][c] * x[c])
-                    .sum::<f64>()
-            })
-            .collect();
-        let solved = match free.len() {
-            0 => Some(vec![]),
+        // Free coordinates solve G_ff x_f = -G_fc x_c (x_f is still 0 in x here).
+        let rhs = |f: usize| -(0..3).map(|c| metric[f][c] * x[c]).sum::<f64>();
+        match num_free {
+            0 => {}
             1 => {
-                let g = metric[free[0]][free[0]];
-                (g > 0.0).then(|| vec![rhs[0] / g])
+                let f = free[0];
+                x[f] = rhs(f) / metric[f][f];
             }
-            2 => {
+            _ => {
                 let (a, b) = (free[0], free[1]);
+                let (ra, rb) = (rhs(a), rhs(b));
                 let det = metric[a][a] * metric[b][b] - metric[a][b] * metric[b][a];
-                (det > 0.0).then(|| {
-                    vec![
-                        (rhs[0] * metric[b][b] - metric[a][b] * rhs[1]) / det,
-                        (metric[a][a] * rhs[1] - metric[b][a] * rhs[0]) / det,
-                    ]
-                })
+                if det <= 0.0 {
+                    continue;
+                }
+                x[a] = (ra * metric[b][b] - metric[a][b] * rb) / det;
+                x[b] = (metric[a][a] * rb - metric[b][a] * ra) / det;
             }
-            _ => Some(vec![0.0, 0.0, 0.0]),
-        };
-        let Some(values) = solved else { continue };
-        let feasible = free.iter().zip(&values).all(|(&f, &v)| {
+        }
+        let feasible = free[..num_free].iter().all(|&f| {
             let slack = 1e-12 * (upper[f] - lower[f]).abs().max(1.0);
-            v >= lower[f] - slack && v <= upper[f] + slack
+            x[f] >= lower[f] - slack && x[f] <= upper[f] + slack
         });
         if !feasible {
             continue;
         }
-        for (&f, &v) in free.iter().zip(&values) {
-            x[f] = v.clamp(lower[f], upper[f]);
+        for &f in &free[..num_free] {
+            x[f] = x[f].clamp(lower[f], upper[f]);
         }
         let mut value = 0.0;
         for a in 0..3 {
@@ -271,9 +269,23 @@ fn stencil(
                 // Two bins `d` apart hold points whose fractional difference lies in
                 // [(d - 1) w, (d + 1) w] per direction.
                 let d = [dx, dy, dz];
-                let lower = std::array::from_fn(|k| (d[k] as f64 - 1.0) * width[k]);
-                let upper = std::array::from_fn(|k| (d[k] as f64 + 1.0) * width[k]);
-                box_minimum(&metric, lower, upper) < cutoff_squared
+                let lower: [f64; 3] = std::array::from_fn(|k| (d[k] as f64 - 1.0) * width[k]);
+                let upper: [f64; 3] = std::array::from_fn(|k| (d[k] as f64 + 1.0) * width[k]);
+                // Cheap bounds first: a point's distance is at least its fractional coordinate
+                // times the height along every direction, and at most that of any point of the
+                // box (here the one with each coordinate closest to 0).
+                let gap = |k: usize| (lower[k].max(0.0) - upper[k].min(0.0)).max(0.0);
+                if (0..3).any(|k| gap(k) * geometry.heights[k] >= cutoff) {
+                    return false;
+                }
+                let nearest: [f64; 3] = std::array::from_fn(|k| 0.0f64.clamp(lower[k], upper[k]));
+                let mut value = 0.0;
+                for a in 0..3 {
+                    for b in 0..3 {
+                        value += nearest[a] * metric[a][b] * nearest[b];
+                    }
+                }
+                value < cutoff_squared || box_minimum(&metric, lower, upper) < cutoff_squared
             };
             // The set of close dx is an interval (the minimum is convex in the offset).
             let Some(dx_lo) = (-mx..=mx).find(|&dx| close(dx)) else {

@@ -16,20 +16,21 @@
 
 mod geometry;
 mod grid;
+mod ordering;
 mod search;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rayon::prelude::*;
-
 use crate::cell::Matrix3;
 use crate::error::{CoreError, Result};
 use crate::memory;
+use crate::parallel;
 pub use geometry::Frame;
 use geometry::Geometry;
 use grid::Grid;
+use ordering::Ordering as NeighbourOrder;
 pub use search::Pair;
-use search::{distance_bound, order, Searcher};
+use search::{distance_bound, Searcher};
 
 /// Default budget on the number of pairs (or dense slots) one request may produce: about 3.6 GB
 /// of sparse output.
@@ -37,6 +38,9 @@ pub const DEFAULT_MAX_PAIRS: usize = 50_000_000;
 
 /// Centres per parallel task when more than one thread runs.
 const TASKS_PER_THREAD: usize = 8;
+
+/// Fewest centres per parallel task.
+const MIN_CENTRES_PER_TASK: usize = 64;
 
 /// Options of a sparse neighbour list.
 #[derive(Debug, Clone, Copy)]
@@ -199,11 +203,14 @@ fn too_many_pairs(what: &str, pairs: f64, max_pairs: usize) -> CoreError {
 
 /// Splits `0..num_atoms` into contiguous ranges, one when a single thread runs.
 fn centre_ranges(num_atoms: usize) -> Vec<std::ops::Range<usize>> {
-    let threads = rayon::current_num_threads();
+    let threads = parallel::current_threads();
     let tasks = if threads == 1 {
         1
     } else {
-        (threads * TASKS_PER_THREAD).min(num_atoms).max(1)
+        // Small frames stay whole: a task per few centres costs more than it saves.
+        (threads * TASKS_PER_THREAD)
+            .min(num_atoms.div_ceil(MIN_CENTRES_PER_TASK))
+            .max(1)
     };
     let size = num_atoms.div_ceil(tasks).max(1);
     (0..num_atoms)
@@ -236,28 +243,29 @@ pub fn neighbor_list(frame: &Frame<'_>, options: &ListOptions) -> Result<PairLis
     let keep = options.max_neighbors.unwrap_or(usize::MAX);
     let produced = AtomicUsize::new(0);
     let reserve = (kept_expected / num_atoms.max(1) as f64 * 1.25) as usize + 1;
-    let parts: Vec<Result<PairList>> = centre_ranges(num_atoms)
-        .into_par_iter()
-        .map(|centres| {
-            let capacity = (reserve * centres.len()).min(options.max_pairs);
-            let mut part = PairList::with_capacity(capacity);
-            let mut keys = Vec::new();
-            for center in centres {
-                keys.clear();
-                searcher.collect(center, &mut keys);
-                let kept = order(&mut keys, keep);
-                part.num_dropped += (keys.len() - kept) as u64;
-                let total = produced.fetch_add(kept, Ordering::Relaxed) + kept;
-                if total > options.max_pairs {
-                    return Err(too_many_pairs("more than", total as f64, options.max_pairs));
-                }
-                for &key in &keys[..kept] {
-                    part.push(center, &searcher.decode(center, key));
-                }
+    let parts: Vec<Result<PairList>> = parallel::map(centre_ranges(num_atoms), |centres| {
+        let capacity = (reserve * centres.len()).min(options.max_pairs);
+        let mut part = PairList::with_capacity(capacity);
+        let mut keys = Vec::new();
+        let mut ordering = NeighbourOrder::default();
+        for center in centres {
+            keys.clear();
+            searcher.collect(center, &mut keys);
+            let kept = ordering.sort(&keys, keep);
+            part.num_dropped += (keys.len() - kept) as u64;
+            let total = produced.fetch_add(kept, Ordering::Relaxed) + kept;
+            if total > options.max_pairs {
+                return Err(too_many_pairs("more than", total as f64, options.max_pairs));
             }
-            Ok(part)
-        })
-        .collect();
+            for rank in 0..kept {
+                part.push(
+                    center,
+                    &searcher.decode(center, *ordering.ranked(&keys, rank)),
+                );
+            }
+        }
+        Ok(part)
+    });
     let mut parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
     if parts.len() == 1 {
         return Ok(parts.pop().unwrap_or_default());
@@ -332,28 +340,31 @@ fn fill_rows(
     let keep = rows.iter().map(|r| r.spec.max_neighbors).max().unwrap_or(0);
     let mut dropped = vec![0u64; rows.len()];
     let mut keys = Vec::new();
+    let mut ordering = NeighbourOrder::default();
     for (row, center) in centres.enumerate() {
         keys.clear();
         searcher.collect(center, &mut keys);
         if keys.len() > max_pairs {
             return Err(too_many_pairs("more than", keys.len() as f64, max_pairs));
         }
-        let kept = order(&mut keys, keep);
+        let kept = ordering.sort(&keys, keep);
         for (spec_rows, dropped) in rows.iter_mut().zip(dropped.iter_mut()) {
             let bound = distance_bound(spec_rows.spec.cutoff);
-            let sorted_within = keys[..kept].partition_point(|&key| key < bound);
+            let sorted_within = (0..kept)
+                .position(|rank| *ordering.ranked(&keys, rank) >= bound)
+                .unwrap_or(kept);
             let within = if sorted_within < kept {
                 sorted_within
             } else {
-                sorted_within + keys[kept..].iter().filter(|&&key| key < bound).count()
+                keys.iter().filter(|&&key| key < bound).count()
             };
             let width = spec_rows.spec.max_neighbors;
             let written = within.min(width);
             *dropped += (within - written) as u64;
             let start = row * width;
-            for (slot, &key) in keys[..written].iter().enumerate() {
+            for slot in 0..written {
                 let at = start + slot;
-                let pair = searcher.decode(center, key);
+                let pair = searcher.decode(center, *ordering.ranked(&keys, slot));
                 spec_rows.index[at] = pair.neighbor as i64 + index_offset;
                 spec_rows.shifts[3 * at..3 * at + 3].copy_from_slice(&pair.shift);
                 spec_rows.distances[at] = pair.distance;
@@ -382,13 +393,10 @@ fn dense_frame(
     let ranges = centre_ranges(geometry.num_atoms());
     let block = ranges.first().map_or(1, |range| range.len());
     let blocks = split_rows(specs, rows, block);
-    let dropped: Vec<Result<Vec<u64>>> = ranges
-        .into_par_iter()
-        .zip(blocks)
-        .map(|(centres, mut block_rows)| {
-            fill_rows(&searcher, centres, &mut block_rows, index_offset, max_pairs)
-        })
-        .collect();
+    let tasks: Vec<_> = ranges.into_iter().zip(blocks).collect();
+    let dropped: Vec<Result<Vec<u64>>> = parallel::map(tasks, |(centres, mut block_rows)| {
+        fill_rows(&searcher, centres, &mut block_rows, index_offset, max_pairs)
+    });
     let mut total = vec![0u64; specs.len()];
     for counts in dropped {
         for (sum, count) in total.iter_mut().zip(counts?) {
@@ -518,20 +526,17 @@ pub fn batch_dense_neighbor_lists(
             });
         }
     }
-    let dropped: Vec<Result<Vec<u64>>> = per_frame
-        .into_par_iter()
-        .enumerate()
-        .map(|(number, rows)| {
-            let (start, end) = (batch.atom_offsets[number], batch.atom_offsets[number + 1]);
-            let frame = Frame {
-                positions: &batch.positions[start..end],
-                cell: Some(batch.cells[number]),
-                pbc: batch.pbcs[number],
-            };
-            dense_frame(&frame, specs, search_cutoff, rows, start as i64, max_pairs)
-                .map_err(|error| CoreError::InvalidInput(format!("frame {number}: {error}")))
-        })
-        .collect();
+    let tasks: Vec<_> = per_frame.into_iter().enumerate().collect();
+    let dropped: Vec<Result<Vec<u64>>> = parallel::map(tasks, |(number, rows)| {
+        let (start, end) = (batch.atom_offsets[number], batch.atom_offsets[number + 1]);
+        let frame = Frame {
+            positions: &batch.positions[start..end],
+            cell: Some(batch.cells[number]),
+            pbc: batch.pbcs[number],
+        };
+        dense_frame(&frame, specs, search_cutoff, rows, start as i64, max_pairs)
+            .map_err(|error| CoreError::InvalidInput(format!("frame {number}: {error}")))
+    });
     let mut totals = vec![0u64; specs.len()];
     for counts in dropped {
         for (sum, count) in totals.iter_mut().zip(counts?) {

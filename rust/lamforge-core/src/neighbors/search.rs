@@ -45,20 +45,6 @@ pub(crate) fn distance_bound(distance: f64) -> u128 {
     (distance.to_bits() as u128) << 64
 }
 
-/// Sorts `keys` so that the `keep` closest come first in order; returns how many are sorted.
-pub(crate) fn order(keys: &mut [u128], keep: usize) -> usize {
-    if keys.len() > keep {
-        if keep > 0 {
-            keys.select_nth_unstable(keep);
-            keys[..keep].sort_unstable();
-        }
-        keep
-    } else {
-        keys.sort_unstable();
-        keys.len()
-    }
-}
-
 impl<'a> Searcher<'a> {
     pub fn new(
         geometry: &'a Geometry,
@@ -203,20 +189,24 @@ impl<'a> Searcher<'a> {
         let code = self.code(image) as u128;
         let positions = &self.grid.sorted_positions[sorted.clone()];
         let atoms = &self.grid.sorted_atoms[sorted];
-        let filled = keys.len();
-        keys.resize(filled + positions.len(), 0);
-        let out = &mut keys[filled..];
+        keys.reserve(positions.len());
+        let spare = &mut keys.spare_capacity_mut()[..positions.len()];
         let mut accepted = 0;
-        for ((p, &atom), slot) in positions.iter().zip(atoms).zip(0..out.len()) {
+        for ((p, &atom), slot) in positions.iter().zip(atoms).zip(0..spare.len()) {
             let dx = p[0] - origin[0];
             let dy = p[1] - origin[1];
             let dz = p[2] - origin[2];
             let squared = dx * dx + dy * dy + dz * dz;
-            out[accepted.min(slot)] =
-                ((squared.to_bits() as u128) << 64) | ((atom as u128) << 32) | code;
+            // `accepted <= slot`, so this never indexes past the spare slots.
+            spare[accepted.min(slot)]
+                .write(((squared.to_bits() as u128) << 64) | ((atom as u128) << 32) | code);
             accepted += (squared < self.loose_squared) as usize;
         }
-        keys.truncate(filled + accepted);
+        let filled = keys.len() + accepted;
+        // SAFETY: the first `accepted` spare slots were written in the loop above (slot `k` is
+        // written when `accepted == k`, before `accepted` can exceed `k`), and
+        // `accepted <= positions.len()`, the capacity reserved beyond the length.
+        unsafe { keys.set_len(filled) };
     }
 
     /// Turns the squared distances of `keys` (from [`Self::collect`]) into distances and applies
