@@ -1,5 +1,7 @@
 # Type stubs of the Rust extension module `lamforge._core` (rust/lamforge-py).
 # tests/unit/test_core_stubs.py checks that every function of the module is declared here.
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -64,3 +66,51 @@ def batch_dense_neighbor_lists(
     max_pairs: int,
 ) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64], int]]:
     """Dense lists over the flat atoms of a batch (global indices), parallel over frames."""
+
+class StoreError(RuntimeError):
+    """Stored data is missing or damaged; the message names the dataset, array, frame and file."""
+
+class Loader:
+    """Seeded, prefetching loader over a lamforge store (wrapped by ``lamforge.data.loader``)."""
+
+    def __init__(
+        self,
+        *,
+        store: str,
+        datasets: list[str],
+        frames: list[npt.NDArray[np.uint32] | None],
+        seed: int,
+        batch_size: int | None,
+        max_atoms: int | None,
+        shuffle: bool,
+        shuffle_buffer: int,
+        weights: list[float] | None,
+        batches_per_epoch: int | None,
+        mixed_batches: bool,
+        rank: int,
+        world_size: int,
+        cutoffs: list[float],
+        max_neighbors: list[int],
+        error_on_dropped: bool,
+        num_threads: int,
+        prefetch: int,
+        cache_bytes: int,
+    ) -> None: ...
+    def next(self) -> dict[str, Any] | None:
+        """The next batch of the epoch as arrays (see ``lamforge.data.batch``); None at its end."""
+    def collate(self, frames: npt.NDArray[np.uint32]) -> dict[str, Any]:
+        """Collates ``[k, 2]`` (dataset, frame) pairs now."""
+    def len(self, epoch: int) -> int:
+        """Batches of ``epoch`` on this rank."""
+    def plan(self, epoch: int) -> list[npt.NDArray[np.uint32]]:
+        """``[k, 2]`` (dataset, frame) pairs of every batch of ``epoch`` on this rank."""
+    def set_position(self, epoch: int, position: int) -> None:
+        """Moves to batch ``position`` of ``epoch``."""
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def position(self) -> int: ...
+    def cache_stats(self) -> tuple[int, int, int]:
+        """(hits, misses, bytes held) of the decoded-chunk cache."""
+    def close(self) -> None:
+        """Stops the prefetch thread."""

@@ -26,10 +26,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import polars as pl
 import torch
 
 from lamforge import _core
 from lamforge.data.batch import Batch
+from lamforge.data.format import INDEX_FILE
+from lamforge.data.index import read_index
 
 #: Raised when a shard is missing or damaged; names the dataset, array, frame and file.
 StoreError = _core.StoreError
@@ -64,12 +67,36 @@ class DatasetSource:
     Attributes:
         name: Dataset (group) name; its position in ``LoaderConfig.datasets`` is its task id.
         weight: Sampling weight with ``sampling="weighted"`` (ignored otherwise).
-        frames: Frame ids to sample (e.g. the training split); all frames when None.
+        frames: Frame ids to sample; all frames when None.
+        split: Sample only the frames whose ``split`` column in the dataset's frame index
+            (``lamforge data split``) has this value, e.g. ``"train"``; combined with ``frames``
+            when both are given.
     """
 
     name: str
     weight: float = 1.0
     frames: Sequence[int] | None = None
+    split: str | None = None
+
+
+def _selected_frames(store: Path, source: DatasetSource) -> np.ndarray | None:
+    """The frame ids ``source`` selects, or None for all."""
+    frames = None if source.frames is None else np.asarray(source.frames, dtype=np.int64)
+    if source.split is None:
+        return None if frames is None else frames.astype(np.uint32)
+    path = Path(store) / source.name / INDEX_FILE
+    if not path.is_file():
+        raise StoreError(f"dataset '{source.name}': no frame index at {path} to select a split")
+    index = read_index(path)
+    in_split = index.filter(pl.col("split") == source.split)["frame"].to_numpy()
+    if in_split.size == 0:
+        raise ValueError(
+            f"dataset '{source.name}' has no frame in split {source.split!r} "
+            "(assign splits with `lamforge data split`)"
+        )
+    if frames is not None:
+        in_split = np.intersect1d(in_split, frames)
+    return in_split.astype(np.uint32)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,10 +189,7 @@ def _native(config: LoaderConfig, worker: _Worker) -> Any:
     weighted = config.sampling == "weighted"
     if weighted and config.batches_per_epoch is None:
         raise ValueError("sampling='weighted' needs batches_per_epoch")
-    frames = [
-        None if source.frames is None else np.asarray(source.frames, dtype=np.uint32)
-        for source in config.datasets
-    ]
+    frames = [_selected_frames(Path(config.store), source) for source in config.datasets]
     return _core.Loader(
         store=str(config.store),
         datasets=[source.name for source in config.datasets],

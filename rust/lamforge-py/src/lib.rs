@@ -40,8 +40,8 @@ fn cell_heights(cell: PyReadonlyArray2<'_, f64>) -> PyResult<[f64; 3]> {
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(core_version, module)?)?;
     module.add_function(wrap_pyfunction!(cell_heights, module)?)?;
+    neighbors::register(module)?;
     module.add("StoreError", module.py().get_type::<error::StoreError>())?;
     loader::register(module)?;
-    neighbors::register(module)?;
     Ok(())
 }

@@ -189,7 +189,7 @@ impl PyLoader {
     /// then stands at the next epoch). Waits without holding the GIL.
     fn next<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
         let inner = &mut self.inner;
-        match py.detach(|| inner.next()).map_err(to_py)? {
+        match py.detach(|| inner.next_batch()).map_err(to_py)? {
             Some(batch) => Ok(Some(batch_to_dict(py, batch)?)),
             None => Ok(None),
         }

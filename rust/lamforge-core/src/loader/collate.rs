@@ -259,10 +259,10 @@ pub fn collate(
     for (frame, (&count, &(dataset, _))) in counts.iter().zip(frames).enumerate() {
         batch
             .atom_frame
-            .extend(std::iter::repeat_n(frame as i64, count));
+            .extend(std::iter::repeat(frame as i64).take(count));
         batch
             .atom_dataset_id
-            .extend(std::iter::repeat_n(i64::from(dataset), count));
+            .extend(std::iter::repeat(i64::from(dataset)).take(count));
     }
     let mut index_pieces: Vec<Vec<&mut [i64]>> = Vec::new();
     let mut shift_pieces: Vec<Vec<&mut [i64]>> = Vec::new();

@@ -20,7 +20,7 @@ use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use crate::error::{CoreError, Result};
 use crate::neighbors::DenseSpec;
-use crate::store::{CacheStats, ChunkCache, Dataset, Field};
+use crate::store::{CacheStats, Caches, ChunkCache, Dataset, Field};
 pub use collate::{Batch, BatchNeighbors, CollateOptions};
 use prefetch::{Producer, Work};
 pub use sampler::{BatchSize, FrameRef, Population, Sampler, SamplerConfig};
@@ -54,6 +54,10 @@ pub struct LoaderConfig {
     /// Memory budget of the decoded-chunk cache, bytes.
     pub cache_bytes: usize,
 }
+
+/// Shard files a loader keeps open, over all its datasets: well below the usual limit of 1,024
+/// file descriptors, and enough for the few shards per array that a shuffle buffer spans.
+const OPEN_SHARDS: usize = 256;
 
 /// The per-process part of a loader.
 #[derive(Debug)]
@@ -105,11 +109,12 @@ impl Engine {
         if u32::try_from(config.datasets.len()).is_err() {
             return Err(CoreError::InvalidInput("too many datasets".into()));
         }
-        let chunks = Arc::new(ChunkCache::new(config.cache_bytes));
+        let caches = Caches::new(config.cache_bytes, OPEN_SHARDS);
+        let chunks = caches.chunks.clone();
         let mut datasets = Vec::with_capacity(config.datasets.len());
         let mut populations = Vec::with_capacity(config.datasets.len());
         for (id, selection) in config.datasets.iter().enumerate() {
-            let dataset = Dataset::open(&config.store, &selection.name, id as u32, chunks.clone())?;
+            let dataset = Dataset::open(&config.store, &selection.name, id as u32, caches.clone())?;
             if dataset.num_frames() > u32::MAX as usize {
                 return Err(CoreError::TooLarge(format!(
                     "dataset '{}' has more than {} frames",
@@ -257,7 +262,7 @@ impl Loader {
     /// # Errors
     /// The collation's error for this batch (the position does not advance, so a retry fails the
     /// same way).
-    pub fn next(&mut self) -> Result<Option<Batch>> {
+    pub fn next_batch(&mut self) -> Result<Option<Batch>> {
         let (epoch, position, prefetch) = (self.epoch, self.position, self.config.prefetch);
         let engine = self.engine()?;
         let plan = engine.plan(epoch);

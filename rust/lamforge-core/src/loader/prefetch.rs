@@ -126,7 +126,19 @@ impl Drop for Producer {
     }
 }
 
+/// Marks the queue done when the producer ends, also by a panic, so the consumer never waits for
+/// a batch that will not come.
+struct Finish<'a>(&'a Shared);
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        self.0.lock().done = true;
+        self.0.changed.notify_all();
+    }
+}
+
 fn produce(shared: &Shared, work: &Work, plan: &[Vec<FrameRef>], start: usize, capacity: usize) {
+    let _finish = Finish(shared);
     for frames in plan.iter().skip(start) {
         {
             let mut queue = shared.lock();
@@ -151,6 +163,4 @@ fn produce(shared: &Shared, work: &Work, plan: &[Vec<FrameRef>], start: usize, c
             break;
         }
     }
-    shared.lock().done = true;
-    shared.changed.notify_all();
 }

@@ -342,9 +342,10 @@ impl Sampler {
             (Some(weights), Some(steps)) => self.weighted(epoch, weights, steps * world),
             _ => self.exhaustive(epoch),
         };
-        let padded = global.len().div_ceil(world) * world;
-        for index in global.len()..padded {
-            let repeat = global[index % global.len()].clone();
+        let length = global.len();
+        let padded = length.div_ceil(world) * world;
+        for index in length..padded {
+            let repeat = global[index % length].clone();
             global.push(repeat);
         }
         global
@@ -415,6 +416,29 @@ mod tests {
         }
         assert_eq!(seen.len(), 48);
         assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 48);
+    }
+
+    #[test]
+    fn padding_repeats_the_first_batches_in_order() {
+        let plans: Vec<Vec<Vec<FrameRef>>> = (0..3)
+            .map(|rank| {
+                let config = SamplerConfig {
+                    rank,
+                    world_size: 3,
+                    ..config()
+                };
+                Sampler::new(config, vec![population(28, 8)])
+                    .unwrap()
+                    .plan(0)
+            })
+            .collect();
+        let global = Sampler::new(config(), vec![population(28, 8)])
+            .unwrap()
+            .plan(0);
+        assert_eq!(global.len(), 7);
+        // Global batches 7 and 8 (ranks 1 and 2, step 2) repeat global batches 0 and 1.
+        assert_eq!(plans[1][2], global[0]);
+        assert_eq!(plans[2][2], global[1]);
     }
 
     #[test]

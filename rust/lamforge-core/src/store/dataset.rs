@@ -142,6 +142,29 @@ impl Element for bool {
 pub type ChunkKey = (u32, u8, usize);
 /// Decoded inner chunks (`None`: an inner chunk the shard does not hold, all fill values).
 pub type ChunkCache = Lru<ChunkKey, Option<Vec<u8>>>;
+/// Key of an open shard file: (dataset id, field, shard number).
+pub type ShardKey = (u32, u8, usize);
+/// Open shard files with their indexes (`None`: the file does not exist).
+pub type ShardCache = Lru<ShardKey, Option<Shard>>;
+
+/// The caches the datasets of one loader share.
+#[derive(Debug, Clone)]
+pub struct Caches {
+    /// Decoded inner chunks, bounded by bytes.
+    pub chunks: Arc<ChunkCache>,
+    /// Open shard files, bounded by count (each holds a file descriptor).
+    pub shards: Arc<ShardCache>,
+}
+
+impl Caches {
+    /// Caches of `chunk_bytes` decoded bytes and `open_shards` open files.
+    pub fn new(chunk_bytes: usize, open_shards: usize) -> Self {
+        Self {
+            chunks: Arc::new(ChunkCache::new(chunk_bytes)),
+            shards: Arc::new(ShardCache::new(open_shards)),
+        }
+    }
+}
 
 /// A dataset group opened for reading.
 #[derive(Debug)]
@@ -155,12 +178,8 @@ pub struct Dataset {
     /// `[num_frames + 1]` first atom of each frame, then the total.
     pub atom_offsets: Vec<i64>,
     arrays: Vec<Option<ArrayMeta>>,
-    shards: Lru<(u8, usize), Option<Shard>>,
-    chunks: Arc<ChunkCache>,
+    caches: Caches,
 }
-
-/// Open shard files kept per dataset (file descriptors).
-const OPEN_SHARDS: usize = 64;
 
 impl Dataset {
     /// Opens group `name` of the store at `store`, reading its frame offsets.
@@ -168,7 +187,7 @@ impl Dataset {
     /// # Errors
     /// [`CoreError::Data`] when the group is not a complete lamforge dataset, an array has an
     /// unsupported layout or the frame offsets are damaged.
-    pub fn open(store: &Path, name: &str, id: u32, chunks: Arc<ChunkCache>) -> Result<Self> {
+    pub fn open(store: &Path, name: &str, id: u32, caches: Caches) -> Result<Self> {
         let path = store.join(name);
         let group_file = path.join("zarr.json");
         let text = std::fs::read_to_string(&group_file).map_err(|error| {
@@ -222,8 +241,7 @@ impl Dataset {
             id,
             atom_offsets: Vec::new(),
             arrays,
-            shards: Lru::new(OPEN_SHARDS),
-            chunks,
+            caches,
         };
         dataset.atom_offsets = dataset.read_offsets()?;
         Ok(dataset)
@@ -280,9 +298,10 @@ impl Dataset {
     /// Decoded inner chunk `chunk` of `field` (`None`: fill values), through the caches.
     fn chunk(&self, field: Field, meta: &ArrayMeta, chunk: usize) -> Result<Arc<Option<Vec<u8>>>> {
         let key = (self.id, field as u8, chunk);
-        self.chunks.get_or_load(&key, || {
+        self.caches.chunks.get_or_load(&key, || {
             let shard_id = chunk / meta.chunks_per_shard();
-            let shard = self.shards.get_or_load(&(field as u8, shard_id), || {
+            let shard_key = (self.id, field as u8, shard_id);
+            let shard = self.caches.shards.get_or_load(&shard_key, || {
                 Shard::open(&meta.shard_path(shard_id), meta.chunks_per_shard()).map(|s| (s, 1))
             })?;
             let Some(shard) = shard.as_ref() else {

@@ -15,4 +15,4 @@ pub mod dataset;
 pub mod shard;
 
 pub use cache::{CacheStats, Lru};
-pub use dataset::{ChunkCache, Dataset, Element, Field};
+pub use dataset::{Caches, ChunkCache, Dataset, Element, Field, ShardCache};

@@ -78,7 +78,8 @@ impl Shard {
             let inside = offset
                 .checked_add(nbytes)
                 .is_some_and(|end| end <= data_end);
-            if !(offset == EMPTY && nbytes == EMPTY) && !inside {
+            let empty = offset == EMPTY && nbytes == EMPTY;
+            if !inside && !empty {
                 return Err(damaged(format!(
                     "index entry {chunk} points at bytes {offset}+{nbytes} outside the file"
                 )));
@@ -121,5 +122,82 @@ impl Shard {
             )));
         }
         Ok(Some(decoded))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shard of three inner chunks: `chunks[k]` encoded, `None` left out of the shard.
+    fn write_shard(path: &Path, chunks: &[Option<Vec<u8>>]) {
+        let mut data = Vec::new();
+        let mut index = Vec::new();
+        for chunk in chunks {
+            match chunk {
+                Some(raw) => {
+                    let encoded = zstd::bulk::compress(raw, 3).unwrap();
+                    index.extend_from_slice(&(data.len() as u64).to_le_bytes());
+                    index.extend_from_slice(&(encoded.len() as u64).to_le_bytes());
+                    data.extend_from_slice(&encoded);
+                }
+                None => {
+                    index.extend_from_slice(&EMPTY.to_le_bytes());
+                    index.extend_from_slice(&EMPTY.to_le_bytes());
+                }
+            }
+        }
+        let checksum = crc32c::crc32c(&index);
+        data.extend_from_slice(&index);
+        data.extend_from_slice(&checksum.to_le_bytes());
+        std::fs::write(path, data).unwrap();
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let directory = std::env::temp_dir().join(format!("lamforge-shard-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        directory.join(name)
+    }
+
+    #[test]
+    fn reads_chunks_and_reports_empty_ones() {
+        let path = scratch("good");
+        let first: Vec<u8> = (0..64).collect();
+        let third: Vec<u8> = (100..164).collect();
+        write_shard(&path, &[Some(first.clone()), None, Some(third.clone())]);
+        let shard = Shard::open(&path, 3).unwrap().unwrap();
+        assert_eq!(shard.read_chunk(0, 64).unwrap(), Some(first));
+        assert_eq!(shard.read_chunk(1, 64).unwrap(), None);
+        assert_eq!(shard.read_chunk(2, 64).unwrap(), Some(third));
+        assert!(matches!(shard.read_chunk(2, 32), Err(CoreError::Data(_))));
+        assert!(Shard::open(&scratch("absent"), 3).unwrap().is_none());
+    }
+
+    #[test]
+    fn damage_is_detected_and_named() {
+        let path = scratch("damaged");
+        write_shard(&path, &[Some(vec![7u8; 64]), Some((0..64).collect())]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Flip a byte of the index: the crc32c no longer matches.
+        let at = bytes.len() - 10;
+        bytes[at] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let error = Shard::open(&path, 2).unwrap_err().to_string();
+        assert!(
+            error.contains("index checksum mismatch") && error.contains("damaged"),
+            "{error}"
+        );
+        // A file shorter than its index is truncated.
+        std::fs::write(&path, [0u8; 10]).unwrap();
+        let error = Shard::open(&path, 2).unwrap_err().to_string();
+        assert!(error.contains("truncated"), "{error}");
+        // Flipped bytes inside a compressed chunk fail zstd's content checksum.
+        write_shard(&path, &[Some((0..200).map(|v| (v % 7) as u8).collect())]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[6] ^= 0x55;
+        std::fs::write(&path, &bytes).unwrap();
+        let shard = Shard::open(&path, 1).unwrap().unwrap();
+        let error = shard.read_chunk(0, 200).unwrap_err().to_string();
+        assert!(error.contains("inner chunk 0"), "{error}");
     }
 }

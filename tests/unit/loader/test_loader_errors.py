@@ -1,0 +1,110 @@
+"""Bad input: damaged or missing shards, overfull neighbour caps, bad options."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from loader_helpers import random_frames, write_store
+
+from lamforge.data.loader import DatasetSource, LoaderConfig, NeighborSpec, StoreError
+
+
+@pytest.fixture()
+def small_store(tmp_path: Path) -> Path:
+    return write_store(
+        tmp_path / "store.zarr", {"water": random_frames(5, 40, (3, 20), (True,) * 3)}
+    )
+
+
+def loader_for(store: Path, **options):
+    options.setdefault("neighbors", ())
+    return LoaderConfig(
+        store=store, datasets=(DatasetSource(name="water"),), num_threads=1, **options
+    ).build()
+
+
+def shard_files(store: Path, array: str) -> list[Path]:
+    return sorted(path for path in (store / "water" / array / "c").rglob("*") if path.is_file())
+
+
+def test_corrupted_chunk_names_dataset_array_and_frame(small_store):
+    shard = shard_files(small_store, "positions")[1]
+    data = bytearray(shard.read_bytes())
+    # Flip bytes inside the first inner chunk's zstd frame (the index at the end stays intact).
+    for offset in range(20, 40):
+        data[offset] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with (
+        loader_for(small_store, shuffle=False, batch_size=40) as loader,
+        pytest.raises(StoreError) as error,
+    ):
+        list(loader)
+    message = str(error.value)
+    assert "dataset 'water'" in message
+    assert "array 'positions'" in message
+    assert "frame " in message
+    assert str(shard) in message
+
+
+def test_truncated_shard_index_is_reported(small_store):
+    shard = shard_files(small_store, "forces")[0]
+    shard.write_bytes(shard.read_bytes()[:-3])
+    with (
+        loader_for(small_store) as loader,
+        pytest.raises(StoreError, match="array 'forces'.*truncated|checksum"),
+    ):
+        list(loader)
+
+
+def test_missing_shard_file_is_an_error_for_dense_arrays(small_store):
+    shard = shard_files(small_store, "atomic_numbers")[-1]
+    shard.unlink()
+    with (
+        loader_for(small_store, shuffle=False) as loader,
+        pytest.raises(
+            StoreError,
+            match=r"dataset 'water', array 'atomic_numbers', frame \d+: shard file .* is missing",
+        ),
+    ):
+        list(loader)
+
+
+def test_missing_dataset_and_incomplete_dataset(small_store):
+    with pytest.raises(StoreError, match="no dataset 'ice'"):
+        LoaderConfig(store=small_store, datasets=(DatasetSource(name="ice"),)).build()
+    shutil.rmtree(small_store / "water" / "cell")
+    with pytest.raises(StoreError, match="required array 'cell' is missing"):
+        loader_for(small_store)
+
+
+def test_dropped_pairs_are_reported_or_raised(small_store):
+    tight = (NeighborSpec(name="tight", cutoff=6.0, max_neighbors=4),)
+    with loader_for(small_store, neighbors=tight, batch_size=40, shuffle=False) as loader:
+        (batch,) = list(loader)
+        dropped = batch.neighbor_list("tight").num_dropped
+        assert dropped.shape == (40,)
+        assert int(dropped.sum()) > 0
+        assert (batch.neighbor_list("tight").index >= 0).sum(dim=1).max() == 4
+    with (
+        loader_for(small_store, neighbors=tight, error_on_dropped=True) as loader,
+        pytest.raises(ValueError, match=r"dataset 'water', frame \d+: \d+ neighbour pairs"),
+    ):
+        list(loader)
+
+
+def test_bad_options_are_refused(small_store):
+    with pytest.raises(ValueError, match="exactly one of batch_size"):
+        loader_for(small_store, batch_size=None)
+    with pytest.raises(ValueError, match="rank 2"):
+        loader_for(small_store, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="batches_per_epoch"):
+        loader_for(small_store, sampling="weighted")
+    with pytest.raises(ValueError, match="weights"):
+        LoaderConfig(
+            store=small_store,
+            datasets=(DatasetSource(name="water", weight=-1.0),),
+            sampling="weighted",
+            batches_per_epoch=3,
+        ).build()
