@@ -64,7 +64,15 @@ def _train(arguments: argparse.Namespace) -> int:
                 section, from_head=None if arguments.from_head == "RANDOM" else arguments.from_head
             )
         config = dataclasses.replace(config, finetune=section)
-    _report(run(config, resume=arguments.resume, progress=not arguments.quiet))
+    import torch.distributed as dist
+
+    result = run(config, resume=arguments.resume, progress=not arguments.quiet)
+    if dist.is_initialized():
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        if rank != 0:
+            return 0
+    _report(result)
     print(f"model: {Path(config.output_dir) / 'model.pt'}")
     return 0
 
