@@ -180,23 +180,27 @@ def test_shared_data_subset_through_the_cli(tmp_path, capsys, shared_data):
     assert np.isclose(Store.open(store).info("mp").num_frames, 1000)
 
 
-def test_quickstart_store_stage(tmp_path, capsys):
+def test_quickstart_store_stage(tmp_path):
+    from lamforge.data.demo import DemoConfig, demo_tasks, write_extxyz
+    from lamforge.workflows.quickstart import store_stage
+    from lamforge.workflows.summary import Stage
+
     workdir = tmp_path / "qs"
-    assert main(["quickstart", "--workdir", str(workdir), "--frames-per-task", "3", "--quiet"]) == 0
-    summary = json.loads((workdir / "summary.json").read_text())
-    stage = next(stage for stage in summary["stages"] if stage["name"] == "store")
-    datasets = stage["metrics"]["datasets"]
-    assert set(datasets) == {"bulk", "surfaces", "clusters", "alloy"}
-    store = Store.open(workdir / "store.zarr")
-    for name, metrics in datasets.items():
-        info = store.info(name)
-        assert metrics["frames"] == info.num_frames == 3
-        assert metrics["atoms"] == info.num_atoms
-        assert metrics["validation_errors"] == 0
-    assert datasets["bulk"]["virials"] == 3 and datasets["clusters"]["virials"] == 0
-    # A second run replaces the datasets instead of failing on them.
-    assert main(["quickstart", "--workdir", str(workdir), "--frames-per-task", "2", "--quiet"]) == 0
-    assert Store.open(workdir / "store.zarr").info("bulk").num_frames == 2
+    for frames in (3, 2):  # the second run replaces the datasets instead of failing on them
+        tasks = demo_tasks(DemoConfig(frames_per_task=frames))
+        for task in tasks:
+            write_extxyz(task, workdir / "data" / f"{task.name}.extxyz")
+        stage = Stage(name="store")
+        store_stage(tasks, workdir, stage, progress=False)
+        datasets = stage.metrics["datasets"]
+        assert set(datasets) == {"bulk", "surfaces", "clusters", "alloy"}
+        store = Store.open(workdir / "store.zarr")
+        for name, metrics in datasets.items():
+            info = store.info(name)
+            assert metrics["frames"] == info.num_frames == frames
+            assert metrics["atoms"] == info.num_atoms
+            assert metrics["validation_errors"] == 0
+        assert datasets["bulk"]["virials"] == frames and datasets["clusters"]["virials"] == 0
 
 
 @pytest.mark.slow

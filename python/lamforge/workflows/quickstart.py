@@ -67,7 +67,7 @@ def run_quickstart(config: QuickstartConfig) -> Summary:
         stage.metrics["downstream"] = [task.name for task in tasks if task.downstream]
 
     with summary.stage("store") as stage:
-        _store_stage(tasks, workdir, stage, progress=config.progress)
+        store_stage(tasks, workdir, stage, progress=config.progress)
 
     _training_stages(summary, tasks, workdir, config)
 
@@ -107,7 +107,7 @@ def _training_stages(
         stage.metrics.update(demo_training.molecular_dynamics(finetuned, training.md_steps))
 
 
-def _store_stage(tasks: list[DemoTask], workdir: Path, stage: Stage, *, progress: bool) -> None:
+def store_stage(tasks: list[DemoTask], workdir: Path, stage: Stage, *, progress: bool) -> None:
     """Imports each task's extended-XYZ file as one dataset of ``<workdir>/store.zarr``."""
     from lamforge.data.format import DatasetInfo, LevelOfTheory
     from lamforge.data.ingest import import_sources
