@@ -227,6 +227,9 @@ class StoreLoader(torch.utils.data.IterableDataset):
     num_workers=k)``): each worker rebuilds its threads after the fork and takes every k-th batch,
     so the DataLoader yields the same batches as the loader alone (up to the padding of the last
     round). Breaking out of the loop keeps the position: the next iteration continues there.
+    ``state_dict`` records the batches consumed in this process; behind DataLoader workers the
+    workers consume them, so resume from the loader itself (``num_workers=0``, its own prefetch
+    threads already overlap collation with training).
 
     Args:
         config: The options.
