@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import threading
 import time
@@ -134,3 +135,15 @@ def test_collation_runs_without_the_gil(store):
             counter.join()
             sys.setswitchinterval(interval)
     assert sum(during) > 1000, during
+
+
+def test_pickled_loader_continues_from_the_same_position(store):
+    """DataLoader workers started with "spawn" receive the loader pickled."""
+    with config(store).build() as reference:
+        expected = [frames_of(b) for b in reference]
+    with config(store).build() as loader:
+        iterator = iter(loader)
+        next(iterator)
+        next(iterator)
+        with pickle.loads(pickle.dumps(loader)) as copy:
+            assert [frames_of(b) for b in copy] == expected[2:]
