@@ -231,6 +231,8 @@ class StoreLoader(torch.utils.data.IterableDataset):
     num_workers=k)``): each worker rebuilds its threads after the fork and takes every k-th batch,
     so the DataLoader yields the same batches as the loader alone (up to the padding of the last
     round). Breaking out of the loop keeps the position: the next iteration continues there.
+    Workers are forked from the parent's loader, whose position does not move while they
+    work: call ``set_epoch`` before each epoch (as with ``DistributedSampler``).
     ``state_dict`` records the batches consumed in this process; behind DataLoader workers the
     workers consume them, so resume from the loader itself (``num_workers=0``, its own prefetch
     threads already overlap collation with training).
