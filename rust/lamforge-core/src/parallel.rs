@@ -87,10 +87,15 @@ thread_local! {
 pub fn install<T: Send>(num_threads: usize, work: impl FnOnce() -> T + Send) -> Result<T> {
     let num_threads = resolve_threads(num_threads);
     if num_threads == 1 {
-        let previous = SEQUENTIAL.with(|flag| flag.replace(true));
-        let result = work();
-        SEQUENTIAL.with(|flag| flag.set(previous));
-        return Ok(result);
+        /// Restores the flag even if `work` panics.
+        struct Restore(bool);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                SEQUENTIAL.with(|flag| flag.set(self.0));
+            }
+        }
+        let _restore = Restore(SEQUENTIAL.with(|flag| flag.replace(true)));
+        return Ok(work());
     }
     let pool = pool(num_threads)?;
     Ok(pool.install(work))

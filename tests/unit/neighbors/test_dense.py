@@ -157,3 +157,15 @@ def test_cluster_without_cell_ignores_pbc():
     explicit = neighbor_list(positions, np.zeros((3, 3)), (False, False, False), cutoff=4.0)
     np.testing.assert_array_equal(free.neighbors, explicit.neighbors)
     assert np.all(free.shifts == 0)
+
+
+def test_empty_frames_give_empty_lists():
+    empty = np.zeros((0, 3))
+    nl = neighbor_list(empty, np.eye(3) * 3.0, cutoff=2.0)
+    assert nl.num_pairs == 0 and nl.shifts.shape == (0, 3) and nl.vectors.shape == (0, 3)
+    assert [d.index.shape for d in dense_neighbor_lists(empty, np.eye(3) * 3.0)] == [
+        (0, 120),
+        (0, 48),
+    ]
+    batched = batch_dense_neighbor_lists(empty, [0, 0], np.eye(3)[None] * 3.0, [True] * 3)
+    assert batched[1].index.shape == (0, 48)

@@ -102,13 +102,43 @@ impl PairList {
         self.vectors.extend_from_slice(&pair.vector);
     }
 
-    fn append(&mut self, other: &PairList) {
-        self.centers.extend_from_slice(&other.centers);
-        self.neighbors.extend_from_slice(&other.neighbors);
-        self.shifts.extend_from_slice(&other.shifts);
-        self.distances.extend_from_slice(&other.distances);
-        self.vectors.extend_from_slice(&other.vectors);
-        self.num_dropped += other.num_dropped;
+    /// Concatenates `parts`, copying them in parallel into buffers allocated once.
+    fn concatenate(parts: Vec<PairList>) -> Self {
+        let total: usize = parts.iter().map(PairList::len).sum();
+        let mut list = Self {
+            centers: memory::zeroed(total),
+            neighbors: memory::zeroed(total),
+            shifts: memory::zeroed(3 * total),
+            distances: memory::zeroed(total),
+            vectors: memory::zeroed(3 * total),
+            num_dropped: parts.iter().map(|part| part.num_dropped).sum(),
+        };
+        let mut tasks = Vec::with_capacity(parts.len());
+        let (mut centers, mut neighbors, mut distances) = (
+            list.centers.as_mut_slice(),
+            list.neighbors.as_mut_slice(),
+            list.distances.as_mut_slice(),
+        );
+        let (mut shifts, mut vectors) = (list.shifts.as_mut_slice(), list.vectors.as_mut_slice());
+        for part in &parts {
+            let count = part.len();
+            let (c, rest_c) = std::mem::take(&mut centers).split_at_mut(count);
+            let (n, rest_n) = std::mem::take(&mut neighbors).split_at_mut(count);
+            let (d, rest_d) = std::mem::take(&mut distances).split_at_mut(count);
+            let (s, rest_s) = std::mem::take(&mut shifts).split_at_mut(3 * count);
+            let (v, rest_v) = std::mem::take(&mut vectors).split_at_mut(3 * count);
+            (centers, neighbors, distances, shifts, vectors) =
+                (rest_c, rest_n, rest_d, rest_s, rest_v);
+            tasks.push((part, c, n, d, s, v));
+        }
+        parallel::map(tasks, |(part, c, n, d, s, v)| {
+            c.copy_from_slice(&part.centers);
+            n.copy_from_slice(&part.neighbors);
+            d.copy_from_slice(&part.distances);
+            s.copy_from_slice(&part.shifts);
+            v.copy_from_slice(&part.vectors);
+        });
+        list
     }
 }
 
@@ -270,11 +300,7 @@ pub fn neighbor_list(frame: &Frame<'_>, options: &ListOptions) -> Result<PairLis
     if parts.len() == 1 {
         return Ok(parts.pop().unwrap_or_default());
     }
-    let mut list = PairList::with_capacity(produced.load(Ordering::Relaxed));
-    for part in &parts {
-        list.append(part);
-    }
-    Ok(list)
+    Ok(PairList::concatenate(parts))
 }
 
 fn check_specs(specs: &[DenseSpec]) -> Result<f64> {
