@@ -22,6 +22,10 @@ def store(tmp_path_factory) -> Path:
     return write_store(path, {"bulk": random_frames(8, 48, (2, 16), (True,) * 3)})
 
 
+# Python 3.12+ warns about fork() in a multi-threaded process: forking one is what is tested.
+FORK_WARNING = "ignore:This process .* is multi-threaded:DeprecationWarning"
+
+
 def config(store: Path, **options) -> LoaderConfig:
     options.setdefault("num_threads", 2)
     return LoaderConfig(
@@ -60,6 +64,7 @@ def test_close_stops_the_prefetch_thread(store):
     assert "lamforge-loader" not in thread_names()
 
 
+@pytest.mark.filterwarnings(FORK_WARNING)
 def test_forked_child_rebuilds_its_threads_and_continues(store):
     with config(store).build() as reference:
         expected = [frames_of(b) for b in reference]
@@ -86,6 +91,7 @@ def test_forked_child_rebuilds_its_threads_and_continues(store):
     loader.close()
 
 
+@pytest.mark.filterwarnings(FORK_WARNING)
 def test_dataloader_workers_share_the_epoch_without_repeats(store):
     with config(store).build() as reference:
         expected = sorted(tuple(frames_of(b)) for b in reference)
