@@ -28,6 +28,8 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -306,11 +308,58 @@ def run_thread_scaling(all_systems: list[System]) -> None:
         )
 
 
+FRESH_SYSTEMS = {"water 1536": lambda: water_box(512), "water 12288": lambda: water_box(4096)}
+
+
+def run_one_in_loop(method: str, system_name: str) -> None:
+    """Times one method alone in this (fresh) process: 60 calls in a row, prints the median."""
+    system = FRESH_SYSTEMS[system_name]()
+    function = {
+        **methods(system, 6.0),
+        "dpa2": lambda: dense_neighbor_lists(
+            system.positions, system.cell, system.pbc, num_threads=1
+        ),
+    }[method]
+    times = []
+    for _ in range(60):
+        start = time.process_time()
+        function()
+        times.append(time.process_time() - start)
+    print(statistics.median(times))
+
+
+def run_fresh_processes() -> None:
+    """Each method in its own process and loop: no other method shapes the allocator state."""
+    print("\nEach method alone in a fresh process, 60 calls, cutoff 6 A (CPU medians, ms):\n")
+    print("| system | lamforge | dpa2 | vesin | lamforge/vesin | dpa2/vesin |")
+    print("|---|---|---|---|---|---|")
+    for name in FRESH_SYSTEMS:
+        times = {}
+        for method in ("lamforge", "dpa2", "vesin"):
+            output = subprocess.run(
+                [sys.executable, __file__, "--one", method, name],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            times[method] = float(output.strip().splitlines()[-1])
+        print(
+            f"| {name} | {1e3 * times['lamforge']:.2f} | {1e3 * times['dpa2']:.2f} | "
+            f"{1e3 * times['vesin']:.2f} | {times['lamforge'] / times['vesin']:.2f} | "
+            f"{times['dpa2'] / times['vesin']:.2f} |",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small systems only")
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    parser.add_argument("--one", nargs=2, metavar=("METHOD", "SYSTEM"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    if arguments.one:
+        run_one_in_loop(*arguments.one)
+        return
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"load average {os.getloadavg()[0]:.1f}; vesin {vesin.__version__}; "
@@ -327,6 +376,8 @@ def main() -> None:
             f"\nsystems >= 1,000 atoms: worst lamforge/vesin {worst:.2f} (target <= 1.0); "
             f"worst dpa2/vesin(6 A) {max(dpa2):.2f} (target <= 1.3)"
         )
+    if not arguments.quick:
+        run_fresh_processes()
     run_thread_scaling(all_systems)
 
 
