@@ -213,6 +213,10 @@ def _native(config: LoaderConfig, worker: _Worker) -> Any:
     )
 
 
+def _spec_tuples(config: LoaderConfig) -> tuple[tuple[str, float, int], ...]:
+    return tuple((s.name, float(s.cutoff), int(s.max_neighbors)) for s in config.neighbors)
+
+
 def _current_worker() -> _Worker:
     info = torch.utils.data.get_worker_info()
     if info is None:
@@ -227,6 +231,11 @@ class StoreLoader(torch.utils.data.IterableDataset):
     num_workers=k)``): each worker rebuilds its threads after the fork and takes every k-th batch,
     so the DataLoader yields the same batches as the loader alone (up to the padding of the last
     round). Breaking out of the loop keeps the position: the next iteration continues there.
+    Workers are forked from the parent's loader, whose position does not move while they
+    work: call ``set_epoch`` before each epoch (as with ``DistributedSampler``).
+    ``state_dict`` records the batches consumed in this process; behind DataLoader workers the
+    workers consume them, so resume from the loader itself (``num_workers=0``, its own prefetch
+    threads already overlap collation with training).
 
     Args:
         config: The options.
@@ -240,9 +249,7 @@ class StoreLoader(torch.utils.data.IterableDataset):
         super().__init__()
         self.config = config
         self._names = tuple(source.name for source in config.datasets)
-        self._specs = tuple(
-            (s.name, float(s.cutoff), int(s.max_neighbors)) for s in config.neighbors
-        )
+        self._specs = _spec_tuples(config)
         self._worker = _Worker()
         self._loader = _native(config, self._worker)
 
@@ -337,7 +344,10 @@ class StoreLoader(torch.utils.data.IterableDataset):
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["config"])
+        super().__init__()
+        self.config = state["config"]
+        self._names = tuple(source.name for source in self.config.datasets)
+        self._specs = _spec_tuples(self.config)
         self._worker = state["worker"]
         self._loader = _native(self.config, self._worker)
         self._loader.set_position(state["epoch"], state["position"])

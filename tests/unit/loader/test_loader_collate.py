@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 from loader_helpers import zarr_frame
 
 from lamforge.data.loader import DatasetSource, LoaderConfig, NeighborSpec
@@ -167,3 +168,17 @@ def test_neighbor_matrices_equal_the_neighbor_module_per_frame(loader_store):
             np.testing.assert_array_equal(ours.index[atoms].numpy(), index)
             np.testing.assert_array_equal(ours.shifts[atoms].numpy(), theirs.shifts)
             assert int(ours.num_dropped[position]) == theirs.num_dropped
+
+
+def test_batch_moves_to_a_device_with_every_field(loader_store):
+    with config(loader_store.path).build() as loader:
+        batch = loader.collate([(0, 1), (2, 5)])
+    moved = batch.to("cpu")
+    assert moved.num_frames == 2 and moved.dataset_names == NAMES
+    assert torch.equal(moved.positions, batch.positions)
+    for ours, theirs in zip(moved.neighbors, batch.neighbors, strict=True):
+        assert ours.name == theirs.name and torch.equal(ours.index, theirs.index)
+    assert batch.positions.dtype == torch.float64 and batch.atomic_numbers.dtype == torch.int64
+    assert batch.neighbors[0].index.dtype == torch.int64 and batch.pbc.dtype == torch.bool
+    with pytest.raises(KeyError, match="repinit"):
+        batch.neighbor_list("missing")

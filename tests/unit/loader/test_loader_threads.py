@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import threading
 import time
@@ -19,6 +20,10 @@ from lamforge.data.loader import DatasetSource, LoaderConfig, NeighborSpec
 def store(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("threads") / "store.zarr"
     return write_store(path, {"bulk": random_frames(8, 48, (2, 16), (True,) * 3)})
+
+
+# Python 3.12+ warns about fork() in a multi-threaded process: forking one is what is tested.
+FORK_WARNING = "ignore:This process .* is multi-threaded:DeprecationWarning"
 
 
 def config(store: Path, **options) -> LoaderConfig:
@@ -59,6 +64,7 @@ def test_close_stops_the_prefetch_thread(store):
     assert "lamforge-loader" not in thread_names()
 
 
+@pytest.mark.filterwarnings(FORK_WARNING)
 def test_forked_child_rebuilds_its_threads_and_continues(store):
     with config(store).build() as reference:
         expected = [frames_of(b) for b in reference]
@@ -85,6 +91,7 @@ def test_forked_child_rebuilds_its_threads_and_continues(store):
     loader.close()
 
 
+@pytest.mark.filterwarnings(FORK_WARNING)
 def test_dataloader_workers_share_the_epoch_without_repeats(store):
     with config(store).build() as reference:
         expected = sorted(tuple(frames_of(b)) for b in reference)
@@ -134,3 +141,15 @@ def test_collation_runs_without_the_gil(store):
             counter.join()
             sys.setswitchinterval(interval)
     assert sum(during) > 1000, during
+
+
+def test_pickled_loader_continues_from_the_same_position(store):
+    """DataLoader workers started with "spawn" receive the loader pickled."""
+    with config(store).build() as reference:
+        expected = [frames_of(b) for b in reference]
+    with config(store).build() as loader:
+        iterator = iter(loader)
+        next(iterator)
+        next(iterator)
+        with pickle.loads(pickle.dumps(loader)) as copy:
+            assert [frames_of(b) for b in copy] == expected[2:]

@@ -137,6 +137,7 @@ fn fill_frame(
     global_start: usize,
     rows: FrameRows<'_>,
     options: &CollateOptions,
+    sequential: bool,
 ) -> Result<FrameValues> {
     let atoms = dataset.atoms(frame);
     let mut values = FrameValues::default();
@@ -191,13 +192,20 @@ fn fill_frame(
         cell: values.pbc.iter().any(|&p| p).then_some(cell),
         pbc: values.pbc,
     };
-    let lists =
-        dense_neighbor_lists(&geometry, &options.specs, options.max_pairs).map_err(|error| {
-            CoreError::InvalidInput(format!(
-                "dataset '{}', frame {frame}: neighbour search: {error}",
-                dataset.name
-            ))
-        })?;
+    let search = || dense_neighbor_lists(&geometry, &options.specs, options.max_pairs);
+    // With at least as many frames as threads the frames already keep every thread busy:
+    // searching each frame on its own thread avoids splitting small frames into tasks.
+    let lists = if sequential {
+        crate::parallel::install(1, search).and_then(|lists| lists)
+    } else {
+        search()
+    };
+    let lists = lists.map_err(|error| {
+        CoreError::InvalidInput(format!(
+            "dataset '{}', frame {frame}: neighbour search: {error}",
+            dataset.name
+        ))
+    })?;
     for ((list, index), shifts) in lists.iter().zip(rows.index).zip(rows.shifts) {
         for (out, &local) in index.iter_mut().zip(&list.index) {
             *out = if local < 0 {
@@ -289,6 +297,7 @@ pub fn collate(
         }
     }
     let starts = batch.atom_offsets.clone();
+    let sequential = num_frames >= rayon::current_num_threads();
     let values: Vec<Result<FrameValues>> = rows
         .into_par_iter()
         .zip(frames.par_iter())
@@ -300,6 +309,7 @@ pub fn collate(
                 start as usize,
                 rows,
                 options,
+                sequential,
             )
         })
         .collect();
