@@ -143,3 +143,16 @@ def test_read_checkpoint_returns_the_model_state(deepmd_models):
     path = deepmd_models.case_directory("multitask") / "model.ckpt-2.pt"
     state = read_checkpoint(path)
     assert set(state["_extra_state"]["model_params"]["model_dict"]) == {"water", "molecules"}
+
+
+def test_keys_missing_from_older_checkpoints_take_deepmd_defaults(deepmd_models, tmp_path):
+    path = deepmd_models.case_directory("small") / "model.ckpt-2.pt"
+
+    def drop_newer_keys(params, _state):
+        # Written by deepmd-kit >= 3.0 only; the small config sets them to deepmd-kit's defaults.
+        for key in ("use_sqrt_nnei", "g1_out_conv", "g1_out_mlp", "ln_eps", "trainable_ln"):
+            del params["descriptor"]["repformer"][key]
+        del params["descriptor"]["use_tebd_bias"]
+
+    older = load_checkpoint(_with_params(path, tmp_path, drop_newer_keys))
+    assert older.config == load_checkpoint(path).config

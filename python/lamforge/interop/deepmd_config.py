@@ -129,7 +129,41 @@ _MODEL_REQUIRED = {
     "spin": (None,),
 }
 
-_PRECISIONS = {"float64": "float64", "double": "float64", "float32": "float32", "single": "float32"}
+# deepmd-kit's "default" precision is float64 (unless DP_INTERFACE_PREC says otherwise).
+_PRECISIONS = {
+    "float64": "float64",
+    "double": "float64",
+    "default": "float64",
+    "float32": "float32",
+    "single": "float32",
+}
+
+# deepmd-kit 3.2 defaults (``deepmd/utils/argcheck.py``). Checkpoints store normalised parameters,
+# so these only fill keys that an older deepmd-kit did not write, with the value deepmd-kit itself
+# then uses; they never depend on lamforge's own defaults.
+_DEEPMD_DEFAULTS = {
+    "repinit": {
+        "neuron": [25, 50, 100], "axis_neuron": 16, "tebd_dim": 8, "tebd_input_mode": "concat",
+        "set_davg_zero": True, "activation_function": "tanh", "type_one_side": False,
+        "resnet_dt": False, "use_three_body": False, "three_body_neuron": [2, 4, 8],
+        "three_body_rcut": 4.0, "three_body_rcut_smth": 0.5, "three_body_sel": 40,
+    },
+    "repformer": {
+        "nlayers": 3, "g1_dim": 128, "g2_dim": 16, "axis_neuron": 4, "direct_dist": False,
+        "update_g1_has_conv": True, "update_g1_has_drrd": True, "update_g1_has_grrg": True,
+        "update_g1_has_attn": True, "update_g2_has_g1g1": True, "update_g2_has_attn": True,
+        "use_sqrt_nnei": True, "g1_out_conv": True, "g1_out_mlp": True, "update_h2": False,
+        "attn1_hidden": 64, "attn1_nhead": 4, "attn2_hidden": 16, "attn2_nhead": 4,
+        "attn2_has_gate": False, "activation_function": "tanh", "update_style": "res_avg",
+        "update_residual": 0.001, "update_residual_init": "norm", "set_davg_zero": True,
+        "trainable_ln": True, "ln_eps": None,
+    },
+    "descriptor": {
+        "concat_output_tebd": True, "smooth": True, "env_protection": 0.0,
+        "add_tebd_to_repinit_out": False, "use_tebd_bias": False,
+    },
+    "fitting_net": {"neuron": [120, 120, 120], "activation_function": "tanh", "resnet_dt": True},
+}  # fmt: skip
 
 
 def _translate(
@@ -199,7 +233,10 @@ def descriptor_config(params: dict[str, Any], where: str) -> DescriptorConfig:
             f"{where}: descriptor type {kind!r} is not supported; lamforge loads DPA-2 (`dpa2`)"
         )
     params = dict(params)
-    sections = {name: params.pop(name, {}) for name in ("repinit", "repformer")}
+    sections = {
+        name: {**_DEEPMD_DEFAULTS[name], **params.pop(name, {})}
+        for name in ("repinit", "repformer")
+    }
     for name, values in sections.items():
         _check_neighbor_caps(values, f"{where}.descriptor.{name}")
     repinit = _translate(
@@ -214,7 +251,7 @@ def descriptor_config(params: dict[str, Any], where: str) -> DescriptorConfig:
     for section, values in (("repinit", repinit), ("repformer", repformer)):
         _check_activation(values, f"{where}.descriptor.{section}")
     descriptor = _translate(
-        params,
+        {**_DEEPMD_DEFAULTS["descriptor"], **params},
         _DESCRIPTOR_FIELDS,
         section=f"{where}.descriptor",
         ignored=_DESCRIPTOR_IGNORED,
@@ -233,7 +270,7 @@ def fitting_config(params: dict[str, Any], where: str) -> FittingConfig:
             f"{where}: fitting_net type {kind!r} is not supported; lamforge loads energy models"
         )
     fitting = _translate(
-        params,
+        {**_DEEPMD_DEFAULTS["fitting_net"], **params},
         _FITTING_FIELDS,
         section=f"{where}.fitting_net",
         ignored=_FITTING_IGNORED,

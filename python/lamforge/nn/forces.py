@@ -21,6 +21,7 @@ respect to the parameters (double backward).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -58,9 +59,23 @@ def evaluate(
     atomic_virial: bool = False,
     create_graph: bool = False,
 ) -> ModelOutput:
-    """Energy and, by autograd, forces and virials of every frame of ``inputs``."""
+    """Energy and, by autograd, forces and virials of every frame of ``inputs`` (one batch).
+
+    Args:
+        model: the model.
+        inputs: a flat batch of any number of frames.
+        head: head name; ``None`` for a single-head model.
+        forces: compute forces [num_atoms, 3].
+        virial: compute the virial per frame [num_frames, 3, 3].
+        atomic_virial: compute the per-atom virial [num_atoms, 3, 3].
+        create_graph: keep forces and virials differentiable (training on them).
+
+    Returns:
+        :class:`ModelOutput`. Without any derivative the energy follows the caller's grad mode
+        (so ``model`` can be trained on energies alone).
+    """
     need_gradient = forces or virial or atomic_virial
-    with torch.enable_grad() if need_gradient else torch.no_grad():
+    with torch.enable_grad() if need_gradient else contextlib.nullcontext():
         geometries, distinct = model.geometries(inputs)
         if need_gradient:
             for geometry, _ in distinct:

@@ -59,15 +59,17 @@ def pair_moment(
     1/(1e-4 + count) or 1/(1e-4 + √count).
     """
     num_atoms = g2.shape[0]
-    g2 = g2.masked_fill(~mask.unsqueeze(-1), 0.0)
     if smooth:
-        g2 = g2 * switch.unsqueeze(-1)
+        # The switch is zero in empty slots, so it also does the masking; applied to the 3-wide
+        # h2 instead of the d-wide g2 (the same sum, far less work in the double backward).
+        h2 = h2 * switch.unsqueeze(-1)
         shape = (num_atoms, 1, 1)
         if use_sqrt_nnei:
             norm = torch.rsqrt(float(max_neighbors) * g2.new_ones(shape))
         else:
             norm = (1.0 / float(max_neighbors)) * g2.new_ones(shape)
     else:
+        g2 = g2.masked_fill(~mask.unsqueeze(-1), 0.0)
         count = torch.sum(mask.type_as(g2), dim=-1)
         norm = 1.0 / (COUNT_EPSILON + (torch.sqrt(count) if use_sqrt_nnei else count))
         norm = norm[:, None, None]
@@ -186,14 +188,17 @@ class RepformerLayer(nn.Module):
     ) -> torch.Tensor:
         """c_i = norm · Σ_j (g2_ij W) ⊙ g1_j · sw_ij (new style) or g2_ij ⊙ (g1_j W) · sw_ij."""
         assert self.proj_g1g2 is not None
+        if self.smooth:
+            # sw (zero in empty slots) goes on the narrow g2 before the bias-free projection.
+            g2 = g2 * switch.unsqueeze(-1)
+            norm = (1.0 / float(self.config.max_neighbors)) * g2.new_ones(mask.shape[0], 1)
+            if self.config.g1_out_conv:
+                return torch.sum(self.proj_g1g2(g2) * neighbor_g1, dim=1) * norm
+            return torch.sum(g2 * self.proj_g1g2(neighbor_g1), dim=1) * norm
         if not self.config.g1_out_conv:
             neighbor_g1 = self.proj_g1g2(neighbor_g1)
         neighbor_g1 = neighbor_g1.masked_fill(~mask.unsqueeze(-1), 0.0)
-        if self.smooth:
-            neighbor_g1 = neighbor_g1 * switch.unsqueeze(-1)
-            norm = (1.0 / float(self.config.max_neighbors)) * g2.new_ones(mask.shape[0], 1)
-        else:
-            norm = 1.0 / (COUNT_EPSILON + torch.sum(mask.type_as(g2), dim=-1)).unsqueeze(-1)
+        norm = 1.0 / (COUNT_EPSILON + torch.sum(mask.type_as(g2), dim=-1)).unsqueeze(-1)
         if self.config.g1_out_conv:
             g2 = self.proj_g1g2(g2)
         return torch.sum(g2 * neighbor_g1, dim=1) * norm
@@ -227,7 +232,11 @@ class RepformerLayer(nn.Module):
             c.update_g1_has_drrd or c.update_g1_has_conv or c.update_g1_has_attn or self.g2_has_g1g1
         )
         # Message passing: the neighbour's current g1, read from its real atom (no ghosts).
-        neighbor_g1 = g1[index] if needs_neighbor_g1 else None
+        neighbor_g1 = (
+            torch.index_select(g1, 0, index.reshape(-1)).view(*index.shape, -1)
+            if needs_neighbor_g1
+            else None
+        )
         g1_updates = [g1]
         if self.g1_self_mlp is not None:
             g1_updates.append(self.activation(self.g1_self_mlp(g1)))
