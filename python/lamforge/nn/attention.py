@@ -76,7 +76,8 @@ class PairAttentionMap(nn.Module):
             num_trimmed: empty slots removed beyond ``num_slots`` (see :func:`smooth_softmax`).
 
         Returns:
-            [num_atoms, num_slots, num_slots, num_heads] = softmax(...)_jk · (h2_j · h2_k) / √3.
+            [num_atoms, num_heads, num_slots, num_slots] = softmax(...)_jk · (h2_j · h2_k) / √3
+            (deepmd-kit returns the heads last; heads first saves two copies per use).
         """
         num_atoms, num_slots, _ = g2.shape
         projected = self.query_key(g2).view(
@@ -99,7 +100,7 @@ class PairAttentionMap(nn.Module):
         if self.smooth:
             weights = weights * pair_switch
         angular = torch.matmul(h2, h2.transpose(-1, -2)) / 3.0**0.5
-        return (weights * angular.unsqueeze(1)).permute(0, 2, 3, 1)
+        return weights * angular.unsqueeze(1)
 
 
 class PairAttentionValues(nn.Module):
@@ -118,11 +119,11 @@ class PairAttentionValues(nn.Module):
         self.head_map = DenseLayer(dim * num_heads, dim, dtype=dtype, generator=generator)
 
     def forward(self, weights: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
-        """Weights [atoms, slots, slots, heads], g2 [atoms, slots, d2] -> [atoms, slots, d2]."""
+        """Weights [atoms, heads, slots, slots], g2 [atoms, slots, d2] -> [atoms, slots, d2]."""
         num_atoms, num_slots, dim = g2.shape
         values = self.value(g2).view(num_atoms, num_slots, dim, self.num_heads)
         values = values.permute(0, 3, 1, 2)  # [atoms, heads, slots, dim]
-        out = torch.matmul(weights.permute(0, 3, 1, 2), values)
+        out = torch.matmul(weights, values)
         out = out.permute(0, 2, 3, 1).reshape(num_atoms, num_slots, dim * self.num_heads)
         return self.head_map(out)
 
@@ -141,8 +142,8 @@ class PairAttentionVectors(nn.Module):
         self.head_map = DenseLayer(num_heads, 1, bias=False, dtype=dtype, generator=generator)
 
     def forward(self, weights: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
-        """[atoms, slots, slots, heads], [atoms, slots, 3] -> [atoms, slots, 3]."""
-        per_head = torch.matmul(weights.permute(0, 3, 1, 2), h2.unsqueeze(1))
+        """Weights [atoms, heads, slots, slots], h2 [atoms, slots, 3] -> [atoms, slots, 3]."""
+        per_head = torch.matmul(weights, h2.unsqueeze(1))
         return self.head_map(per_head.permute(0, 2, 3, 1)).squeeze(-1)
 
 
