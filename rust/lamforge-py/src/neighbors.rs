@@ -44,6 +44,9 @@ fn rows<'a>(array: &'a PyReadonlyArray2<'_, f64>, name: &str) -> PyResult<&'a [[
             "{name} must have shape (num_atoms, 3), got {shape:?}"
         )));
     }
+    if shape[0] == 0 {
+        return Ok(&[]);
+    }
     let flat = array
         .as_slice()
         .map_err(|_| value_error(format!("{name} must be C-contiguous")))?;

@@ -44,3 +44,18 @@ def test_oc20_slabs(shared_data):
         for pbc in (atoms.pbc.copy(), np.array([True, True, False])):
             atoms.pbc = pbc
             assert_agrees_with_ase(atoms, 6.0, f"{path.name} last frame pbc {pbc.tolist()}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mptrj-random-1k.xyz", "mptrj-highest-stress-1k.xyz"])
+def test_every_mptrj_frame(shared_data, name):
+    for number, atoms in enumerate(ase.io.read(shared_data / "mptrj" / name, index=":")):
+        assert_agrees_with_ase(atoms, 6.0, f"{name} frame {number} cutoff 6.0")
+
+
+@pytest.mark.slow
+def test_every_oc20_frame_as_a_slab(shared_data):
+    for path in sorted((shared_data / "oc20").glob("*.traj")):
+        for number, atoms in enumerate(ase.io.read(path, index="::10")):
+            atoms.pbc = [True, True, False]
+            assert_agrees_with_ase(atoms, 6.0, f"{path.name} frame {10 * number}")

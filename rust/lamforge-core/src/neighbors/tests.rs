@@ -1,6 +1,7 @@
 //! Oracle tests: the search against a brute-force enumeration of periodic images.
 
 use super::*;
+use crate::cell::Matrix3;
 
 /// Small deterministic generator (xorshift) so the tests need no extra crate.
 struct Random(u64);
