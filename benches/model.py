@@ -388,6 +388,8 @@ def progress(row: dict) -> None:
     for impl in ("deepmd", "lamforge"):
         summary[impl] = {task: row[impl].get(task) for task in ("inference", "train")}
     summary["relative_energy_difference"] = row["max_relative_energy_difference"]
+    summary["num_atoms"] = row["deepmd"]["num_atoms"]
+    summary["neighbor_seconds"] = row["lamforge"]["neighbor_seconds"]
     print(json.dumps(summary), file=sys.stderr, flush=True)
 
 

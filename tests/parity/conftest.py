@@ -4,7 +4,7 @@ Training and deepmd-kit's own inference run in a subprocess (``deepmd_reference.
 imports raise deprecation warnings, which this test suite turns into errors, and it changes
 torch's global thread settings. The results (checkpoints plus ``reference-*.npz`` predictions) go
 into pytest's cache directory under a key that hashes the deepmd-kit version and the reference
-script, so a second test run reuses them; ``--cache-clear`` (or running with ``-p
+scripts, so a second test run reuses them; ``--cache-clear`` (or running with ``-p
 no:cacheprovider``, then a temporary directory) retrains.
 """
 
@@ -80,9 +80,10 @@ def deepmd_models(
     version = _deepmd_version()
     if version is None:
         pytest.skip("deepmd-kit is not installed (pip install '.[test]'): no parity reference")
-    key = hashlib.sha256(
-        (version + (HERE / "deepmd_reference.py").read_text()).encode()
-    ).hexdigest()[:16]
+    sources = "".join(
+        (HERE / name).read_text() for name in ("deepmd_cases.py", "deepmd_reference.py")
+    )
+    key = hashlib.sha256((version + sources).encode()).hexdigest()[:16]
     cache = getattr(request.config, "cache", None)
     if cache is not None:
         workdir = cache.mkdir(f"deepmd-reference-{key}")

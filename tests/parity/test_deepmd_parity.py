@@ -27,7 +27,7 @@ FORCE_TOLERANCE = 1e-8  # eV/Å
 VIRIAL_TOLERANCE = 1e-8  # eV, relative to max(1, |W|)
 ATOM_ENERGY_TOLERANCE = 1e-9  # eV
 
-# (case, deepmd-kit head); cases are defined in deepmd_reference.reference_cases.
+# (case, deepmd-kit head); cases are defined in deepmd_cases.reference_cases.
 PARITY_CASES = [
     ("small", "Default"),
     ("paper", "Default"),
