@@ -92,9 +92,13 @@ class StudentSection:
         if self.fitting_neurons is not None:
             overrides["heads"] = {self.head: FittingConfig(neurons=self.fitting_neurons)}
         model = build_student(
-            self.kind, elements, head=self.head, precision=self.precision, seed=self.seed,
+            self.kind,
+            elements,
+            head=self.head,
+            precision=self.precision,
+            seed=self.seed,
             overrides=overrides,
-        )  # fmt: skip
+        )
         assert isinstance(model, SeAModel) or not overrides
         return model
 

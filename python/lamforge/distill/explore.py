@@ -20,7 +20,7 @@ from ase import Atoms, units
 from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.nptberendsen import NPTBerendsen
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
 from lamforge.distill.calculator import ModelCalculator
 from lamforge.distill.students import EnergyModel
@@ -73,21 +73,30 @@ def _run_one(
     atoms = Atoms(numbers=start.numbers, positions=start.positions, cell=start.cell, pbc=start.pbc)
     atoms.calc = calculator
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
     Stationary(atoms)
     timestep = config.timestep_fs * units.fs
     if config.npt:
         if not atoms.pbc.all():
             raise ValueError("NPT exploration needs structures periodic in all three directions")
         dynamics = NPTBerendsen(
-            atoms, timestep, temperature_K=temperature, pressure_au=config.pressure_bar * units.bar,
-            taut=100 * units.fs, taup=1000 * units.fs, compressibility_au=4.57e-5 / units.bar,
-        )  # fmt: skip
+            atoms,
+            timestep,
+            temperature_K=temperature,
+            pressure_au=config.pressure_bar * units.bar,
+            taut=100 * units.fs,
+            taup=1000 * units.fs,
+            compressibility_au=4.57e-5 / units.bar,
+        )
     else:
         dynamics = Langevin(
-            atoms, timestep, temperature_K=temperature, friction=config.friction / units.fs,
-            fixcm=False, rng=rng,
-        )  # fmt: skip
+            atoms,
+            timestep,
+            temperature_K=temperature,
+            friction=config.friction / units.fs,
+            fixcm=False,
+            rng=rng,
+        )
         # Zero total momentum kept by a constraint (ASE's recommended replacement of fixcm).
         atoms.set_constraint(FixCom())
     recorded: list[Atoms] = []
@@ -127,9 +136,7 @@ def explore(
     return frames
 
 
-def force_deviation(
-    predicted: Sequence[Atoms], reference: Sequence[Atoms]
-) -> np.ndarray:
+def force_deviation(predicted: Sequence[Atoms], reference: Sequence[Atoms]) -> np.ndarray:
     """[num_frames] max over atoms of |F_predicted - F_reference| (eV/Å), frames in pairs."""
     if len(predicted) != len(reference):
         raise ValueError(f"{len(predicted)} predicted frames for {len(reference)} references")

@@ -111,10 +111,12 @@ class Distillation:
 
     def _label(self, frames: list[Atoms]) -> list[Atoms]:
         return predict_frames(
-            self.teacher.model, frames, self.teacher.head,
+            self.teacher.model,
+            frames,
+            self.teacher.head,
             max_atoms=self.config.loop.max_atoms_per_batch,
             num_threads=self.config.loop.num_threads,
-        )  # fmt: skip
+        )
 
     def prepare(self) -> None:
         """Teacher labels of the initial and held-out frames (once per run)."""
@@ -124,17 +126,25 @@ class Distillation:
             frames = frames_from_store(self.store, source.dataset, ids)
             name = self._dataset_name("initial")
             write_labelled_dataset(
-                self.store, name, self._label(frames), self.teacher,
-                source=f"{source.dataset} frames {ids[0]}..{ids[-1]}", overwrite=True,
-            )  # fmt: skip
+                self.store,
+                name,
+                self._label(frames),
+                self.teacher,
+                source=f"{source.dataset} frames {ids[0]}..{ids[-1]}",
+                overwrite=True,
+            )
             self.state.datasets.append(name)
         if self.state.holdout_dataset is None:
             frames = frames_from_store(self.store, source.dataset, self.holdout_ids)
             name = self._dataset_name("holdout")
             write_labelled_dataset(
-                self.store, name, self._label(frames), self.teacher,
-                source=f"{source.dataset} held-out frames", overwrite=True,
-            )  # fmt: skip
+                self.store,
+                name,
+                self._label(frames),
+                self.teacher,
+                source=f"{source.dataset} held-out frames",
+                overwrite=True,
+            )
             self.state.holdout_dataset = name
         self.state.save(self.state_path)
 
@@ -152,9 +162,7 @@ class Distillation:
     def training_frames(self) -> list[Atoms]:
         """Every teacher-labelled training frame so far."""
         return [
-            atoms
-            for name in self.state.datasets
-            for atoms in frames_from_store(self.store, name)
+            atoms for name in self.state.datasets for atoms in frames_from_store(self.store, name)
         ]
 
     # -- one iteration ---------------------------------------------------------------------------
@@ -170,13 +178,19 @@ class Distillation:
     def _train(self, student: EnergyModel, frames: list[Atoms], folder: Path) -> None:
         holdout = self._batches(frames_from_store(self.store, self.state.holdout_dataset), student)
         trainer = DistillTrainer(
-            student, self.config.trainer,
-            InMemoryStream({self.head: self._batches(frames, student)},
-                           seed=self.config.seed + self.state.completed_iterations),
-            folder, teacher=self.teacher.model if self.config.loss.active else None,
-            distill_loss=self.config.loss, teacher_head=self.teacher.head,
-            validation={self.head: lambda: holdout}, progress=self.progress,
-        )  # fmt: skip
+            student,
+            self.config.trainer,
+            InMemoryStream(
+                {self.head: self._batches(frames, student)},
+                seed=self.config.seed + self.state.completed_iterations,
+            ),
+            folder,
+            teacher=self.teacher.model if self.config.loss.active else None,
+            distill_loss=self.config.loss,
+            teacher_head=self.teacher.head,
+            validation={self.head: lambda: holdout},
+            progress=self.progress,
+        )
         trainer.run(resume=True)
 
     def _starts(self, iteration: int) -> list[Atoms]:
@@ -189,9 +203,9 @@ class Distillation:
         """Student error metrics on the held-out frames vs the teacher and vs the reference."""
         assert self.state.holdout_dataset is not None
         versus_teacher = evaluate_errors(
-            student, self._batches(frames_from_store(self.store, self.state.holdout_dataset),
-                                   student),
-        )  # fmt: skip
+            student,
+            self._batches(frames_from_store(self.store, self.state.holdout_dataset), student),
+        )
         reference = frames_from_store(self.store, self.config.source.dataset, self.holdout_ids)
         has_labels = all(
             atoms.calc is not None and "forces" in atoms.calc.results for atoms in reference
@@ -226,9 +240,13 @@ class Distillation:
         student.eval()
 
         explored = explore(
-            student, self._starts(iteration), self.config.exploration, head=self.head,
-            seed=self.config.seed + iteration, num_threads=self.config.loop.num_threads,
-        )  # fmt: skip
+            student,
+            self._starts(iteration),
+            self.config.exploration,
+            head=self.head,
+            seed=self.config.seed + iteration,
+            num_threads=self.config.loop.num_threads,
+        )
         labelled = self._label(explored) if explored else []
         predicted = predict_frames(student, explored, self.head) if explored else []
         deviations = force_deviation(predicted, labelled)
@@ -246,16 +264,24 @@ class Distillation:
         if chosen:
             name = self._dataset_name(f"iter{iteration:03d}")
             write_labelled_dataset(
-                self.store, name, chosen, self.teacher,
-                source=f"exploration of distillation iteration {iteration}", overwrite=True,
-            )  # fmt: skip
+                self.store,
+                name,
+                chosen,
+                self.teacher,
+                source=f"exploration of distillation iteration {iteration}",
+                overwrite=True,
+            )
             self.state.datasets.append(name)
 
         versus_teacher, versus_reference = self.holdout_errors(student)
         accurate, candidate, rejected = selection.fractions()
         row = ReportRow(
-            iteration=iteration, training_frames=len(frames), frames_explored=len(explored),
-            frames_added=len(chosen), accurate_fraction=accurate, candidate_fraction=candidate,
+            iteration=iteration,
+            training_frames=len(frames),
+            frames_explored=len(explored),
+            frames_added=len(chosen),
+            accurate_fraction=accurate,
+            candidate_fraction=candidate,
             rejected_fraction=rejected,
             max_deviation=float(finite.max()) if len(finite) else 0.0,
             holdout_energy_rmse_teacher=_milli(versus_teacher.energy_rmse_per_atom),
@@ -267,7 +293,7 @@ class Distillation:
                 versus_reference.forces_rmse if versus_reference else None
             ),
             seconds=time.perf_counter() - start_time,
-        )  # fmt: skip
+        )
         self.state.student = str((folder / "student.pt").relative_to(self.output))
         meets = len(explored) > 0 and accurate >= self.config.loop.accurate_threshold
         self.state.accurate_streak = self.state.accurate_streak + 1 if meets else 0

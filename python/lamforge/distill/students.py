@@ -51,19 +51,31 @@ def dpa2_student_config(
         elements=tuple(elements),
         descriptor=DescriptorConfig(
             repinit=RepinitConfig(
-                cutoff=6.0, cutoff_smooth=0.5, max_neighbors=80, neurons=(16, 32),
-                axis_neurons=8, type_embedding_dim=8,
+                cutoff=6.0,
+                cutoff_smooth=0.5,
+                max_neighbors=80,
+                neurons=(16, 32),
+                axis_neurons=8,
+                type_embedding_dim=8,
             ),
             repformer=RepformerConfig(
-                cutoff=4.0, cutoff_smooth=3.5, max_neighbors=30, num_layers=2, g1_dim=32,
-                g2_dim=8, axis_neurons=4, update_g1_has_attn=False, update_g2_has_attn=False,
-                update_style="res_residual", update_residual=0.01,
+                cutoff=4.0,
+                cutoff_smooth=3.5,
+                max_neighbors=30,
+                num_layers=2,
+                g1_dim=32,
+                g2_dim=8,
+                axis_neurons=4,
+                update_g1_has_attn=False,
+                update_g2_has_attn=False,
+                update_style="res_residual",
+                update_residual=0.01,
             ),
         ),
         heads={name: FittingConfig(neurons=(32, 32)) for name in heads},
         precision=precision,
         seed=seed,
-    )  # fmt: skip
+    )
 
 
 def se_a_student_config(
@@ -77,11 +89,17 @@ def se_a_student_config(
 ) -> SeAConfig:
     """A compact se_e2_a student: embedding (8, 16, 32), 8 axis neurons, fitting (64, 64)."""
     return SeAConfig(
-        elements=tuple(elements), cutoff=cutoff, cutoff_smooth=0.5, max_neighbors=max_neighbors,
-        neurons=(8, 16, 32), axis_neurons=8, type_embedding_dim=4,
+        elements=tuple(elements),
+        cutoff=cutoff,
+        cutoff_smooth=0.5,
+        max_neighbors=max_neighbors,
+        neurons=(8, 16, 32),
+        axis_neurons=8,
+        type_embedding_dim=4,
         heads={name: FittingConfig(neurons=(64, 64)) for name in heads},
-        precision=precision, seed=seed,
-    )  # fmt: skip
+        precision=precision,
+        seed=seed,
+    )
 
 
 StudentKind = Literal["se_e2_a", "dpa2_student"]
@@ -103,8 +121,9 @@ def build_student(
     if kind == "dpa2_student":
         if overrides:
             raise ValueError("student overrides are supported for se_e2_a only")
-        return DPA2Model(dpa2_student_config(elements, heads=(head,), precision=precision,
-                                             seed=seed))  # fmt: skip
+        return DPA2Model(
+            dpa2_student_config(elements, heads=(head,), precision=precision, seed=seed)
+        )
     raise ValueError(f"unknown student kind {kind!r}; choose se_e2_a or dpa2_student")
 
 

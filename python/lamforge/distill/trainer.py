@@ -68,9 +68,14 @@ class DistillTrainer(Trainer):
         prediction = EnergyPrediction(energy=energy, forces=forces, virial=virial)
         loss = loss_fn(prediction, batch.labels, self.schedule.factor(self.step))
         extra = distillation_terms(
-            self.model, self.teacher, batch.inputs, self.distill_loss,
-            student_head=batch.task, teacher_head=self.teacher_head, step=self.step,
-        )  # fmt: skip
+            self.model,
+            self.teacher,
+            batch.inputs,
+            self.distill_loss,
+            student_head=batch.task,
+            teacher_head=self.teacher_head,
+            step=self.step,
+        )
         total = loss.total + extra.total.to(loss.total.dtype)
         total.backward()
         if self.config.optimizer.gradient_max_norm is not None:

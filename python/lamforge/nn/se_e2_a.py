@@ -90,8 +90,9 @@ class SeAConfig:
 
     def __post_init__(self) -> None:
         if not self.elements or len(set(self.elements)) != len(self.elements):
-            raise ValueError(f"se_e2_a config: elements must be distinct and non-empty, got "
-                             f"{self.elements}")  # fmt: skip
+            raise ValueError(
+                f"se_e2_a config: elements must be distinct and non-empty, got {self.elements}"
+            )
         if not 0 <= self.cutoff_smooth < self.cutoff:
             raise ValueError(
                 f"se_e2_a config: need 0 <= cutoff_smooth < cutoff, got {self.cutoff_smooth}, "
@@ -228,7 +229,9 @@ class SeADescriptor(nn.Module):
         self, geometries: dict[str, BlockGeometry], atom_types: torch.Tensor
     ) -> torch.Tensor:
         """[num_atoms, num_out] descriptor of every atom."""
-        return torch.cat([self.block(geometries[ROLE], atom_types), self.type_embedding(atom_types)], -1)
+        return torch.cat(
+            [self.block(geometries[ROLE], atom_types), self.type_embedding(atom_types)], -1
+        )
 
 
 class SeAModel(nn.Module):

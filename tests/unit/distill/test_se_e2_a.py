@@ -21,10 +21,15 @@ from lamforge.testing import physics
 
 def tiny_config(**changes) -> SeAConfig:
     base = SeAConfig(
-        elements=("C", "O", "H"), cutoff=4.0, cutoff_smooth=1.0, max_neighbors=60,
-        neurons=(4, 8), axis_neurons=4, type_embedding_dim=3,
+        elements=("C", "O", "H"),
+        cutoff=4.0,
+        cutoff_smooth=1.0,
+        max_neighbors=60,
+        neurons=(4, 8),
+        axis_neurons=4,
+        type_embedding_dim=3,
         heads={"default": FittingConfig(neurons=(8, 8))},
-    )  # fmt: skip
+    )
     return dataclasses.replace(base, **changes)
 
 
@@ -83,9 +88,13 @@ def test_save_load_round_trip_and_bad_files(tmp_path):
     model = model_with_statistics()
     fit_energy_bias(
         model,
-        [(model_input_from_atoms([periodic_frame()], model.elements, [(4.0, 60)]),
-          torch.tensor([-7.0]))],
-    )  # fmt: skip
+        [
+            (
+                model_input_from_atoms([periodic_frame()], model.elements, [(4.0, 60)]),
+                torch.tensor([-7.0]),
+            )
+        ],
+    )
     save_se_a(model, tmp_path / "student.pt")
     loaded = load_se_a(tmp_path / "student.pt")
     assert loaded.config == model.config
@@ -112,7 +121,9 @@ def test_calculator_matches_evaluate_and_float32_agrees():
     atoms.calc = ModelCalculator(model, num_threads=1)
     inputs = model_input_from_atoms([atoms], model.elements, [(4.0, 60)])
     output = evaluate(model, inputs)
-    assert atoms.get_potential_energy() == pytest.approx(float(output.energy[0].detach()), abs=1e-10)
+    assert atoms.get_potential_energy() == pytest.approx(
+        float(output.energy[0].detach()), abs=1e-10
+    )
     np.testing.assert_allclose(atoms.get_forces(), output.forces.detach().numpy(), atol=1e-10)
     stress = -output.virial[0].detach().numpy() / atoms.get_volume()
     np.testing.assert_allclose(atoms.get_stress(voigt=False), stress, atol=1e-10)

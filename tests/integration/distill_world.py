@@ -49,8 +49,11 @@ def alloy_frames(count: int, seed: int) -> list[Atoms]:
         atoms.set_chemical_symbols(np.where(rng.random(len(atoms)) < 0.5, "Au", "Cu").tolist())
         atoms.rattle(stdev=0.1, seed=int(rng.integers(2**31)))
         atoms.calc = EMT()
-        labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(),
-                  "stress": atoms.get_stress()}  # fmt: skip
+        labels = {
+            "energy": atoms.get_potential_energy(),
+            "forces": atoms.get_forces(),
+            "stress": atoms.get_stress(),
+        }
         atoms.calc = SinglePointCalculator(atoms, **labels)
         frames.append(atoms)
     return frames
@@ -68,17 +71,26 @@ def build_world(root: Path, frames: int = 24, teacher_steps: int = 10) -> tuple[
     teacher = DPA2Model(tiny_dpa2_config(ELEMENTS))
     specs = sorted(set(teacher.descriptor.neighbor_specs().values()), reverse=True)
     batches = batches_from_atoms(
-        alloy, "default", ELEMENTS, specs,
-        lambda chunk, elements, block: model_input_from_atoms(chunk, elements, block, num_threads=1),
+        alloy,
+        "default",
+        ELEMENTS,
+        specs,
+        lambda chunk, elements, block: model_input_from_atoms(
+            chunk, elements, block, num_threads=1
+        ),
         frames_per_batch=4,
-    )  # fmt: skip
+    )
     initialize_from_data(teacher, {"default": batches})
     config = TrainerConfig(
-        steps=teacher_steps, learning_rate=LearningRateConfig(start=3e-3, stop=1e-3, decay_steps=5),
-        validate_every=0, checkpoint_every=0, log_every=5,
-    )  # fmt: skip
-    Trainer(teacher, config, InMemoryStream({"default": batches}), root / "teacher_run",
-            progress=False).run()  # fmt: skip
+        steps=teacher_steps,
+        learning_rate=LearningRateConfig(start=3e-3, stop=1e-3, decay_steps=5),
+        validate_every=0,
+        checkpoint_every=0,
+        log_every=5,
+    )
+    Trainer(
+        teacher, config, InMemoryStream({"default": batches}), root / "teacher_run", progress=False
+    ).run()
     teacher_path = root / "teacher.pt"
     save_checkpoint(teacher, teacher_path)
     return root / "store", teacher_path
@@ -91,14 +103,19 @@ def tiny_config(store: Path, teacher: Path, output: Path, **loop) -> DistillConf
         teacher=TeacherSection(model=teacher),
         source=SourceSection(dataset="alloy", initial_frames=6, holdout_frames=4),
         output_dir=output,
-        student=StudentSection(cutoff=4.0, max_neighbors=40, neurons=(4, 8), axis_neurons=4,
-                               fitting_neurons=(8, 8)),
-        trainer=TrainerConfig(
-            steps=8, learning_rate=LearningRateConfig(start=3e-3, stop=1e-3, decay_steps=4),
-            validate_every=0, checkpoint_every=4, log_every=4,
+        student=StudentSection(
+            cutoff=4.0, max_neighbors=40, neurons=(4, 8), axis_neurons=4, fitting_neurons=(8, 8)
         ),
-        exploration=ExplorationConfig(temperatures=(300.0, 1200.0), steps=12, sample_every=4,
-                                      max_starts=2, timestep_fs=2.0),
+        trainer=TrainerConfig(
+            steps=8,
+            learning_rate=LearningRateConfig(start=3e-3, stop=1e-3, decay_steps=4),
+            validate_every=0,
+            checkpoint_every=4,
+            log_every=4,
+        ),
+        exploration=ExplorationConfig(
+            temperatures=(300.0, 1200.0), steps=12, sample_every=4, max_starts=2, timestep_fs=2.0
+        ),
         trust=TrustLevels(low=0.05, high=5.0, max_candidates=3),
         loop=LoopSection(**{"max_iterations": 2, **loop}),
-    )  # fmt: skip
+    )
