@@ -136,3 +136,16 @@ def test_example_config_parses():
     root = Path(__file__).resolve().parents[2]
     config = load_yaml(DistillConfig, root / "examples" / "distill_water.yaml")
     assert config.student.kind == "se_e2_a" and config.trust.low == 0.15
+
+
+def test_label_command_writes_a_teacher_dataset(world, capsys):
+    store_path, teacher = world
+    arguments = ["label", "--teacher", str(teacher), "--store", str(store_path)]
+    assert main([*arguments, "--dataset", "alloy", "--output", "alloy_taught"]) == 0
+    assert "labelled 24 frames" in capsys.readouterr().out
+    info = Store.open(store_path).info("alloy_taught")
+    assert info.num_frames == 24 and file_sha256(teacher) in info.level_of_theory.functional
+    with pytest.raises(SystemExit, match="alloy_taught.*already exists"):
+        main([*arguments, "--dataset", "alloy", "--output", "alloy_taught"])
+    with pytest.raises(SystemExit, match="dataset 'absent' is not in the store"):
+        main([*arguments, "--dataset", "absent", "--output", "x"])

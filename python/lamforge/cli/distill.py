@@ -57,8 +57,58 @@ def _distill(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _label(arguments: argparse.Namespace) -> int:
+    import torch
+
+    from lamforge.data.store import Store
+    from lamforge.distill.teacher import (
+        Teacher,
+        frames_from_store,
+        predict_frames,
+        write_labelled_dataset,
+    )
+
+    if arguments.threads is not None:
+        torch.set_num_threads(arguments.threads)
+    try:
+        store = Store.open(arguments.store)
+        teacher = Teacher.load(arguments.teacher, arguments.head)
+        frames = frames_from_store(store, arguments.dataset)
+        labelled = predict_frames(
+            teacher.model, frames, teacher.head, max_atoms=arguments.max_atoms
+        )
+        info = write_labelled_dataset(
+            store,
+            arguments.output,
+            labelled,
+            teacher,
+            source=arguments.dataset,
+            overwrite=arguments.overwrite,
+        )
+    except (ValueError, KeyError, FileExistsError) as error:
+        raise SystemExit(f"lamforge label: {error}") from None
+    print(
+        f"labelled {info.num_frames} frames of {arguments.dataset!r} with "
+        f"{arguments.teacher} (sha256 {teacher.sha256[:12]}...) into {arguments.output!r}"
+    )
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Adds ``distill``."""
+    """Adds ``distill`` and ``label``."""
+    parser = subparsers.add_parser(
+        "label", help="label a store dataset with a teacher model into a new dataset"
+    )
+    parser.add_argument("--teacher", type=Path, required=True, help="teacher model file")
+    parser.add_argument("--head", help="teacher head (required with several heads)")
+    parser.add_argument("--store", type=Path, required=True, help="lamforge store")
+    parser.add_argument("--dataset", required=True, help="dataset whose frames are labelled")
+    parser.add_argument("--output", required=True, help="name of the new dataset")
+    parser.add_argument("--max-atoms", type=int, default=4096, help="atoms per inference batch")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if present")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.set_defaults(handler=_label)
+
     parser = subparsers.add_parser(
         "distill", help="distil a teacher model into a fast student (rerun to continue)"
     )
