@@ -163,16 +163,16 @@ def distill_config(workdir: Path) -> DistillConfig:
         output_dir=workdir / "distill",
         student=StudentSection(kind="se_e2_a", precision="float32", head="water"),
         trainer=TrainerConfig(
-            steps=400,
+            steps=1000,
             learning_rate=LearningRateConfig(start=2e-3, stop=2e-5, decay_steps=40),
             log_every=20,
             validate_every=0,
             checkpoint_every=100,
         ),
         exploration=ExplorationConfig(
-            temperatures=(300.0, 400.0), steps=200, sample_every=20, timestep_fs=0.5, max_starts=2
+            temperatures=(300.0, 400.0), steps=60, sample_every=10, timestep_fs=0.5, max_starts=4
         ),
-        trust=TrustLevels(low=0.15, high=1.0, max_candidates=20),
+        trust=TrustLevels(low=0.3, high=4.0, max_candidates=24),
         loop=LoopSection(
             max_iterations=3,
             accurate_threshold=0.99,
