@@ -6,6 +6,7 @@ Stages (each resumable, results in WORKDIR; run them in order):
     python benches/distill.py teacher  --workdir W --minutes 15   # train a dpa2_small teacher
     python benches/distill.py distill  --workdir W --minutes 10   # lamforge distill (se_e2_a)
     python benches/distill.py evaluate --workdir W --md-ps 1.0    # RMSE, MD speed, NVT, RDF
+    python benches/distill.py speed --workdir W --name distill,distill_c5   # speeds side by side
 
 ``teacher`` and ``distill`` stop at their time budget (a SIGALRM turned into the Ctrl-C path of
 the Trainer, which leaves a checkpoint), so the numbers belong to a stated CPU budget. Everything
@@ -155,13 +156,19 @@ def teacher_model_from_checkpoint(folder: Path) -> Path:
     return folder / "model.pt"
 
 
-def distill_config(workdir: Path) -> DistillConfig:
+def distill_config(workdir: Path, name: str, cutoff: float, max_neighbors: int) -> DistillConfig:
     return DistillConfig(
         store=workdir / "store",
         teacher=TeacherSection(model=workdir / "teacher" / "model.pt"),
         source=SourceSection(dataset="water", split=True, initial_frames=80, holdout_frames=20),
-        output_dir=workdir / "distill",
-        student=StudentSection(kind="se_e2_a", precision="float32", head="water"),
+        output_dir=workdir / name,
+        student=StudentSection(
+            kind="se_e2_a",
+            precision="float32",
+            head="water",
+            cutoff=cutoff,
+            max_neighbors=max_neighbors,
+        ),
         trainer=TrainerConfig(
             steps=1000,
             learning_rate=LearningRateConfig(start=2e-3, stop=2e-5, decay_steps=40),
@@ -176,16 +183,16 @@ def distill_config(workdir: Path) -> DistillConfig:
         loop=LoopSection(
             max_iterations=3,
             accurate_threshold=0.99,
-            dataset_prefix="distill",
+            dataset_prefix=name,
             max_atoms_per_batch=1024,
             num_threads=1,
         ),
     )
 
 
-def distill(workdir: Path, minutes: float) -> None:
-    config = distill_config(workdir)
-    save_yaml(config, workdir / "distill.yaml")
+def distill(workdir: Path, minutes: float, name: str, cutoff: float, max_neighbors: int) -> None:
+    config = distill_config(workdir, name, cutoff, max_neighbors)
+    save_yaml(config, workdir / f"{name}.yaml")
     started = time.perf_counter()
     try:
         with _Budget(minutes):
@@ -255,26 +262,28 @@ def rdf_oo(frames_positions, atoms, r_max: float = 6.0, bins: int = 60):
     return 0.5 * (edges[1:] + edges[:-1]), g
 
 
-def evaluate(workdir: Path, md_ps: float, teacher_md_ps: float, speed_steps: int) -> None:
+def evaluate(
+    workdir: Path, name: str, md_ps: float, teacher_md_ps: float, speed_steps: int
+) -> None:
     torch.set_num_threads(1)
     store = Store.open(workdir / "store")
     index = store.index("water")
     valid = index.filter(pl.col("split") == "valid")["frame"].to_list()
     frames = frames_from_store(store, "water", valid)
-    state = json.loads((workdir / "distill" / "state.json").read_text())
-    student = load_model(workdir / "distill" / state["student"]).eval()
+    state = json.loads((workdir / name / "state.json").read_text())
+    student = load_model(workdir / name / state["student"]).eval()
     teacher_model = load_model(workdir / "teacher" / "model.pt").eval()
     results: dict[str, object] = {"held_out_frames": len(frames)}
-    for name, model, head in (("teacher", teacher_model, None), ("student", student, None)):
-        energy, forces = rmse_vs_dft(model, frames, head)
+    for role, model in (("teacher", teacher_model), ("student", student)):
+        energy, forces = rmse_vs_dft(model, frames, None)
         parameters = sum(p.numel() for p in model.parameters())
-        results[name] = {
+        results[role] = {
             "energy_rmse_mev_per_atom": 1000 * energy,
             "forces_rmse_mev_per_a": 1000 * forces,
             "parameters": parameters,
         }
         print(
-            f"{name}: E RMSE {1000 * energy:.2f} meV/atom, F RMSE {1000 * forces:.1f} meV/Å "
+            f"{role}: E RMSE {1000 * energy:.2f} meV/atom, F RMSE {1000 * forces:.1f} meV/Å "
             f"vs DFT on {len(frames)} held-out frames; {parameters} parameters"
         )
     start = frames[0]
@@ -318,19 +327,43 @@ def evaluate(workdir: Path, md_ps: float, teacher_md_ps: float, speed_steps: int
         f"{r[np.argmax(g_student)]:.2f} Å (g={g_student.max():.2f}), teacher ({teacher_md_ps} ps) "
         f"{r[np.argmax(g_teacher)]:.2f} Å (g={g_teacher.max():.2f})"
     )
-    (workdir / "evaluate.json").write_text(json.dumps(results, indent=2))
-    print(f"written {workdir / 'evaluate.json'}")
+    (workdir / f"evaluate_{name}.json").write_text(json.dumps(results, indent=2))
+    print(f"written {workdir / f'evaluate_{name}.json'}")
+
+
+def speed(workdir: Path, names: list[str], speed_steps: int, repeats: int = 3) -> None:
+    """MD speed of the teacher and of each run's student, interleaved in one process."""
+    torch.set_num_threads(1)
+    store = Store.open(workdir / "store")
+    start = frames_from_store(store, "water", [0])[0]
+    models = {"teacher": load_model(workdir / "teacher" / "model.pt").eval()}
+    for name in names:
+        state = json.loads((workdir / name / "state.json").read_text())
+        models[name] = load_model(workdir / name / state["student"]).eval()
+    best = dict.fromkeys(models, 0.0)
+    for _ in range(repeats):
+        for name, model in models.items():
+            steps = max(speed_steps // 10, 5) if name == "teacher" else speed_steps
+            best[name] = max(best[name], md(model, start, steps)[0])
+    for name, value in best.items():
+        print(
+            f"{name}: {value:.0f} atom-steps/s (best of {repeats}), "
+            f"{value / best['teacher']:.1f}x the teacher"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["prepare", "teacher", "distill", "evaluate"])
+    parser.add_argument("stage", choices=["prepare", "teacher", "distill", "evaluate", "speed"])
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench_distill"))
     parser.add_argument("--minutes", type=float, default=10.0, help="time budget of the stage")
     parser.add_argument("--teacher-steps", type=int, default=1500)
     parser.add_argument("--md-ps", type=float, default=1.0, help="student NVT length (ps)")
     parser.add_argument("--teacher-md-ps", type=float, default=0.1)
     parser.add_argument("--speed-steps", type=int, default=100)
+    parser.add_argument("--name", default="distill", help="distillation run (folder, prefix)")
+    parser.add_argument("--student-cutoff", type=float, default=6.0)
+    parser.add_argument("--student-neighbors", type=int, default=120)
     arguments = parser.parse_args()
     torch.set_num_threads(1)
     arguments.workdir.mkdir(parents=True, exist_ok=True)
@@ -339,9 +372,23 @@ def main() -> None:
     elif arguments.stage == "teacher":
         teacher(arguments.workdir, arguments.minutes, arguments.teacher_steps)
     elif arguments.stage == "distill":
-        distill(arguments.workdir, arguments.minutes)
+        distill(
+            arguments.workdir,
+            arguments.minutes,
+            arguments.name,
+            arguments.student_cutoff,
+            arguments.student_neighbors,
+        )
+    elif arguments.stage == "speed":
+        speed(arguments.workdir, arguments.name.split(","), arguments.speed_steps)
     else:
-        evaluate(arguments.workdir, arguments.md_ps, arguments.teacher_md_ps, arguments.speed_steps)
+        evaluate(
+            arguments.workdir,
+            arguments.name,
+            arguments.md_ps,
+            arguments.teacher_md_ps,
+            arguments.speed_steps,
+        )
 
 
 if __name__ == "__main__":
