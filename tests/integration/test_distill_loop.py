@@ -149,3 +149,26 @@ def test_label_command_writes_a_teacher_dataset(world, capsys):
         main([*arguments, "--dataset", "alloy", "--output", "alloy_taught"])
     with pytest.raises(SystemExit, match="dataset 'absent' is not in the store"):
         main([*arguments, "--dataset", "absent", "--output", "x"])
+
+
+def test_an_interrupted_iteration_resumes_its_training(world, tmp_path, monkeypatch):
+    from lamforge.distill import loop
+
+    store_path, teacher = world
+    config = tiny_config(store_path, teacher, tmp_path / "run", max_iterations=1,
+                         dataset_prefix="resume")  # fmt: skip
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    # Stop after the training of iteration 0 (as a Ctrl-C during exploration would).
+    monkeypatch.setattr(loop, "explore", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Distillation(config).run()
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["rows"] == []
+    curves = (tmp_path / "run" / "iteration_000" / "train" / "curves.csv").read_text()
+    monkeypatch.undo()
+    state = Distillation(config).run()
+    assert state.completed_iterations == 1
+    # The finished training was resumed from its checkpoint, not repeated.
+    assert (tmp_path / "run" / "iteration_000" / "train" / "curves.csv").read_text() == curves

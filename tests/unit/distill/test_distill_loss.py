@@ -141,3 +141,37 @@ def test_inactive_config_and_bad_weights():
     assert not DistillLossConfig().active
     with pytest.raises(ValueError, match="non-negative"):
         DistillLossConfig(hessian=-1.0)
+
+
+def test_distill_trainer_trains_a_dpa2_student_with_the_extra_terms(tmp_path):
+    from ase.calculators.emt import EMT
+
+    from lamforge.distill.students import build_student, initialize_model
+    from lamforge.distill.trainer import DistillTrainer
+    from lamforge.train.frames import batches_from_atoms
+    from lamforge.train.stream import InMemoryStream
+    from lamforge.train.trainer import TrainerConfig
+
+    atoms = frame()
+    atoms.calc = EMT()
+    atoms.get_forces()
+    model = build_student("dpa2_student", ("Cu", "Au"))
+    specs = sorted(set(model.descriptor.neighbor_specs().values()), reverse=True)
+    batches = batches_from_atoms(
+        [atoms], "default", model.elements, specs,
+        lambda chunk, elements, block: model_input_from_atoms(chunk, elements, block),
+    )  # fmt: skip
+    initialize_model(model, {"default": batches})
+    before = [p.detach().clone() for p in model.parameters()]
+    config = DistillLossConfig(atomic_energy=1.0, hessian=0.1)
+    with pytest.raises(ValueError, match="need a teacher"):
+        DistillTrainer(model, TrainerConfig(steps=2), InMemoryStream({"default": batches}),
+                       tmp_path / "no_teacher", distill_loss=config)  # fmt: skip
+    trainer = DistillTrainer(
+        model, TrainerConfig(steps=2, validate_every=0, checkpoint_every=0),
+        InMemoryStream({"default": batches}), tmp_path / "run", teacher=student(seed=3),
+        distill_loss=config, progress=False,
+    )  # fmt: skip
+    loss = trainer.train_step(batches[0])
+    assert torch.isfinite(loss.total) and trainer.step == 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
