@@ -101,10 +101,15 @@ def _run_one(
         atoms.set_constraint(FixCom())
     recorded: list[Atoms] = []
     for _ in range(config.steps // config.sample_every):
-        dynamics.run(config.sample_every)
+        try:
+            dynamics.run(config.sample_every)
+        except ValueError:
+            # The neighbour search refuses non-finite positions: the student blew the run up.
+            # Its frames so far are kept (they carry the large deviations that teach the most).
+            break
         positions = atoms.get_positions()
         if not np.isfinite(positions).all():
-            break  # a blown-up run yields nothing more; its last frames are already recorded
+            break
         recorded.append(
             Atoms(numbers=atoms.numbers, positions=positions, cell=atoms.cell, pbc=atoms.pbc)
         )

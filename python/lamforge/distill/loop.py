@@ -248,7 +248,11 @@ class Distillation:
             num_threads=self.config.loop.num_threads,
         )
         labelled = self._label(explored) if explored else []
-        predicted = predict_frames(student, explored, self.head) if explored else []
+        predicted = (
+            predict_frames(student, explored, self.head, num_threads=self.config.loop.num_threads)
+            if explored
+            else []
+        )
         deviations = force_deviation(predicted, labelled)
         # A frame whose forces are not finite is as far from trustworthy as a frame can be.
         deviations = np.where(np.isfinite(deviations), deviations, np.inf)

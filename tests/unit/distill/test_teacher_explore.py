@@ -160,3 +160,25 @@ def test_exploration_with_emt_free_start_is_not_needed():
     start.calc = EMT()
     recorded = explore(small_student(), [start], ExplorationConfig(steps=2, sample_every=2))
     assert recorded[0].calc is None
+
+
+def test_a_run_that_blows_up_keeps_its_earlier_frames(monkeypatch):
+    from lamforge.distill import explore as explore_module
+
+    class BlowsUpOnSecondChunk:
+        def __init__(self, atoms, *args, **kwargs):
+            self.atoms = atoms
+            self.calls = 0
+
+        def run(self, steps):
+            self.calls += 1
+            if self.calls == 2:
+                # What the neighbour search raises for the NaN positions of an exploded run.
+                raise ValueError("positions contain NaN or infinite values")
+            self.atoms.positions += 0.01
+
+    monkeypatch.setattr(explore_module, "Langevin", BlowsUpOnSecondChunk)
+    start = bulk("Cu", "fcc", a=3.6, cubic=True)
+    config = ExplorationConfig(temperatures=(300.0, 500.0), steps=9, sample_every=3)
+    recorded = explore(small_student(), [start], config)
+    assert len(recorded) == 2  # one frame per temperature, then each run stopped
