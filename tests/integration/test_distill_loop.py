@@ -86,10 +86,20 @@ def test_stops_after_two_accurate_iterations_with_extra_terms(world, tmp_path):
         trust=TrustLevels(low=100.0, high=200.0),
         loss=DistillLossConfig(atomic_energy=1.0, hessian=0.1),
     )
+    # A two-student ensemble: its spread is reported for every explored frame.
+    config = dataclasses.replace(
+        config, exploration=dataclasses.replace(config.exploration, ensemble_size=2)
+    )
     state = Distillation(config).run()
     assert state.converged and state.completed_iterations == 2
     assert [row.frames_added for row in state.rows] == [0, 0]
     assert state.datasets == ["converge_initial"]
+    assert all(row.max_ensemble_spread is not None and row.max_ensemble_spread > 0
+               for row in state.rows)  # fmt: skip
+    assert (tmp_path / "run" / "iteration_001" / "student_1.pt").is_file()
+    with open(tmp_path / "run" / "iteration_001" / "deviations.csv") as stream:
+        spreads = [float(row["ensemble_spread"]) for row in csv.DictReader(stream)]
+    assert len(spreads) == 12 and max(spreads) == pytest.approx(state.rows[1].max_ensemble_spread)
 
 
 def test_errors_name_the_problem(world, tmp_path):

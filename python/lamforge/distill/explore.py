@@ -40,6 +40,9 @@ class ExplorationConfig:
         npt: Berendsen NPT at ``pressure_bar`` instead of NVT (needs periodic cells and stress).
         pressure_bar: Target pressure of NPT (bar).
         max_starts: Starting structures per round (drawn from the start dataset).
+        ensemble_size: Students trained per round (different seeds, each warm-started from its
+            own last weights); with more than one, every explored frame also gets the ensemble
+            spread (reported; selection uses the exact deviation from the teacher).
     """
 
     temperatures: tuple[float, ...] = (300.0,)
@@ -50,6 +53,7 @@ class ExplorationConfig:
     npt: bool = False
     pressure_bar: float = 1.0
     max_starts: int = 4
+    ensemble_size: int = 1
 
     def __post_init__(self) -> None:
         if not self.temperatures or min(self.temperatures) <= 0:
@@ -61,6 +65,8 @@ class ExplorationConfig:
             )
         if self.timestep_fs <= 0 or self.friction < 0 or self.max_starts < 1:
             raise ValueError("exploration timestep, friction and max_starts must be positive")
+        if self.ensemble_size < 1:
+            raise ValueError(f"exploration ensemble_size must be >= 1, got {self.ensemble_size}")
 
 
 def _run_one(

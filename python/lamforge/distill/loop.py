@@ -20,6 +20,7 @@ iterations are skipped, and an interrupted iteration's training resumes from its
 from __future__ import annotations
 
 import csv
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ from ase import Atoms
 
 from lamforge.data.store import Store
 from lamforge.distill.config import DistillConfig
-from lamforge.distill.explore import explore, force_deviation
+from lamforge.distill.explore import ensemble_spread, explore, force_deviation
 from lamforge.distill.select import Selection, frame_features, select_frames
 from lamforge.distill.state import LoopState, ReportRow, write_report
 from lamforge.distill.students import EnergyModel, initialize_model, load_model, save_model
@@ -166,11 +167,14 @@ class Distillation:
         ]
 
     # -- one iteration ---------------------------------------------------------------------------
-    def _student(self, frames: list[Atoms]) -> EnergyModel:
+    def _student(self, frames: list[Atoms], member: int = 0) -> EnergyModel:
+        """The student (``member`` 0) or ensemble member to train: last weights, or fresh."""
         if self.state.student is not None:
-            return load_model(self.output / self.state.student)
+            last = self.output / self.state.student
+            return load_model(last if member == 0 else last.with_name(f"student_{member}.pt"))
         elements = tuple(self.teacher.model.elements)
-        student = self.config.student.build(elements)
+        section = self.config.student
+        student = dataclasses.replace(section, seed=section.seed + member).build(elements)
         sample = self._batches(frames[: min(len(frames), 50)], student)
         initialize_model(student, {self.head: sample})
         return student
@@ -215,7 +219,13 @@ class Distillation:
         )
         return versus_teacher, versus_reference
 
-    def _write_deviations(self, folder: Path, deviations: np.ndarray, selection: Selection):
+    def _write_deviations(
+        self,
+        folder: Path,
+        deviations: np.ndarray,
+        selection: Selection,
+        spread: np.ndarray | None,
+    ) -> None:
         kind = np.full(len(deviations), "candidate", dtype=object)
         kind[selection.accurate] = "accurate"
         kind[selection.rejected] = "rejected"
@@ -223,9 +233,14 @@ class Distillation:
         chosen[selection.chosen] = True
         with open(folder / "deviations.csv", "w", newline="") as stream:
             writer = csv.writer(stream)
-            writer.writerow(["frame", "max_force_deviation", "class", "labelled"])
+            writer.writerow(
+                ["frame", "max_force_deviation", "class", "labelled", "ensemble_spread"]
+            )
             for index, value in enumerate(deviations):
-                writer.writerow([index, f"{value:.6g}", kind[index], bool(chosen[index])])
+                member_spread = "" if spread is None else f"{spread[index]:.6g}"
+                writer.writerow(
+                    [index, f"{value:.6g}", kind[index], bool(chosen[index]), member_spread]
+                )
 
     def iteration(self) -> ReportRow:
         """Runs the next iteration and records it."""
@@ -238,6 +253,12 @@ class Distillation:
         self._train(student, frames, folder / "train")
         save_model(student, folder / "student.pt")
         student.eval()
+        members = []
+        for member in range(1, self.config.exploration.ensemble_size):
+            extra = self._student(frames, member)
+            self._train(extra, frames, folder / f"train_{member}")
+            save_model(extra, folder / f"student_{member}.pt")
+            members.append(extra.eval())
 
         explored = explore(
             student,
@@ -263,7 +284,12 @@ class Distillation:
         )
         features = frame_features(student, explored) if needs_features else None
         selection = select_frames(finite, self.config.trust, features)
-        self._write_deviations(folder, finite, selection)
+        spread = (
+            ensemble_spread([student, *members], explored, self.head)
+            if members and explored
+            else None
+        )
+        self._write_deviations(folder, finite, selection, spread)
         chosen = [labelled[int(i)] for i in selection.chosen]
         if chosen:
             name = self._dataset_name(f"iter{iteration:03d}")
@@ -297,6 +323,7 @@ class Distillation:
                 versus_reference.forces_rmse if versus_reference else None
             ),
             seconds=time.perf_counter() - start_time,
+            max_ensemble_spread=None if spread is None else float(spread.max()),
         )
         self.state.student = str((folder / "student.pt").relative_to(self.output))
         meets = len(explored) > 0 and accurate >= self.config.loop.accurate_threshold

@@ -33,6 +33,8 @@ class ReportRow:
         holdout_energy_rmse_reference: Student vs the source dataset's labels (meV/atom), or None.
         holdout_forces_rmse_reference: Student vs the source dataset's labels (meV/Å), or None.
         seconds: Wall time of the iteration.
+        max_ensemble_spread: Largest student-ensemble force spread (eV/Å), or None without an
+            ensemble.
     """
 
     iteration: int
@@ -48,6 +50,7 @@ class ReportRow:
     holdout_energy_rmse_reference: float | None
     holdout_forces_rmse_reference: float | None
     seconds: float
+    max_ensemble_spread: float | None = None
 
 
 @dataclass(kw_only=True)
