@@ -10,9 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lamforge.cli import data, datasets, quickstart, train, version
+from lamforge.cli import data, datasets, distill, quickstart, train, version
 
-_COMMANDS = (version, quickstart, data, datasets, train)
+_COMMANDS = (version, quickstart, data, datasets, train, distill)
 
 
 def build_parser() -> argparse.ArgumentParser:
