@@ -32,9 +32,9 @@ from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
+from lamforge.calculators import LAMCalculator
 from lamforge.config import save_yaml
 from lamforge.data.store import Store
-from lamforge.distill.calculator import ModelCalculator
 from lamforge.distill.config import (
     DistillConfig,
     LoopSection,
@@ -45,10 +45,10 @@ from lamforge.distill.config import (
 from lamforge.distill.explore import ExplorationConfig
 from lamforge.distill.loop import Distillation
 from lamforge.distill.select import TrustLevels
-from lamforge.distill.students import load_model
 from lamforge.distill.teacher import frames_from_store, predict_frames
 from lamforge.nn.checkpoint import save_checkpoint
 from lamforge.nn.config import ModelConfig
+from lamforge.nn.loading import load_model
 from lamforge.nn.model import DPA2Model
 from lamforge.train.checkpoint import load_file
 from lamforge.train.config import DataSection, ModelSection, RunConfig, TaskData
@@ -220,7 +220,7 @@ def rmse_vs_dft(model, frames, head) -> tuple[float, float]:
 def md(model, start, steps: int, temperature: float = 300.0, seed: int = 0, record_every: int = 0):
     """Langevin NVT through the calculator; returns (atoms x steps / s, recorded positions)."""
     atoms = start.copy()
-    atoms.calc = ModelCalculator(model, num_threads=1)
+    atoms.calc = LAMCalculator(model, num_threads=1)
     thermalize_momenta(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
     Stationary(atoms)
     atoms.set_constraint(FixCom())

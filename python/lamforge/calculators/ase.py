@@ -15,9 +15,9 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from lamforge.calculators.verlet import VerletNeighbors
-from lamforge.nn.checkpoint import load_checkpoint
 from lamforge.nn.forces import evaluate
 from lamforge.nn.inputs import ModelInput, NeighborList, atom_types_from_numbers
+from lamforge.nn.loading import load_model
 from lamforge.nn.model import DPA2Model
 
 
@@ -31,7 +31,8 @@ class LAMCalculator(Calculator):
     """ASE calculator of a lamforge model.
 
     Args:
-        model: A model, or the path of a lamforge model checkpoint.
+        model: A model (DPA-2, or an se_e2_a student: anything with the ``DPA2Model``
+            interface), or a model file (``lamforge.nn.loading.load_model`` reads it).
         head: Head to use (required when the model has several).
         device: Torch device (default: CUDA when available, else CPU).
         num_threads: Threads of the neighbour search (0: all cores).
@@ -47,7 +48,7 @@ class LAMCalculator(Calculator):
 
     def __init__(
         self,
-        model: DPA2Model | str | Path,
+        model: DPA2Model | torch.nn.Module | str | Path,
         head: str | None = None,
         device: str | torch.device | None = None,
         num_threads: int = 0,
@@ -58,8 +59,8 @@ class LAMCalculator(Calculator):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        if not isinstance(model, DPA2Model):
-            model = load_checkpoint(model)
+        if isinstance(model, str | Path):
+            model = load_model(model)
         self.model = model.to(self.device).eval()
         self.model.head(head)  # fails early, naming the heads, if the choice is ambiguous
         self.head = head

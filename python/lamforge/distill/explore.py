@@ -22,7 +22,7 @@ from ase.md.langevin import Langevin
 from ase.md.nptberendsen import NPTBerendsen
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
-from lamforge.distill.calculator import ModelCalculator
+from lamforge.calculators import LAMCalculator
 from lamforge.distill.students import EnergyModel
 from lamforge.distill.teacher import predict_frames
 
@@ -70,7 +70,7 @@ class ExplorationConfig:
 
 
 def _run_one(
-    calculator: ModelCalculator,
+    calculator: LAMCalculator,
     start: Atoms,
     temperature: float,
     config: ExplorationConfig,
@@ -138,7 +138,8 @@ def explore(
     """
     if not starts:
         raise ValueError("exploration needs at least one starting structure")
-    calculator = ModelCalculator(student, head=head, num_threads=num_threads)
+    device = next(student.parameters()).device  # the calculator must not move the student
+    calculator = LAMCalculator(student, head=head, device=device, num_threads=num_threads)
     frames: list[Atoms] = []
     for start_index, start in enumerate(starts):
         for temperature_index, temperature in enumerate(config.temperatures):

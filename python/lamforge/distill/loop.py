@@ -34,7 +34,7 @@ from lamforge.distill.config import DistillConfig
 from lamforge.distill.explore import ensemble_spread, explore, force_deviation
 from lamforge.distill.select import Selection, frame_features, select_frames
 from lamforge.distill.state import LoopState, ReportRow, write_report
-from lamforge.distill.students import EnergyModel, initialize_model, load_model, save_model
+from lamforge.distill.students import EnergyModel, initialize_model, save_model
 from lamforge.distill.teacher import (
     Teacher,
     frames_from_store,
@@ -43,6 +43,7 @@ from lamforge.distill.teacher import (
 )
 from lamforge.distill.trainer import DistillTrainer
 from lamforge.nn.atoms import model_input_from_atoms
+from lamforge.nn.loading import load_model
 from lamforge.train.frames import batches_from_atoms
 from lamforge.train.stream import InMemoryStream, TrainingBatch
 from lamforge.train.trainer import evaluate_errors

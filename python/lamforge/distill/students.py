@@ -12,10 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-import torch
-
-from lamforge.nn.checkpoint import FORMAT as DPA2_FORMAT
-from lamforge.nn.checkpoint import load_checkpoint, save_checkpoint
+from lamforge.nn.checkpoint import save_checkpoint
 from lamforge.nn.config import (
     DescriptorConfig,
     FittingConfig,
@@ -25,8 +22,7 @@ from lamforge.nn.config import (
     RepinitConfig,
 )
 from lamforge.nn.model import DPA2Model
-from lamforge.nn.se_e2_a import FORMAT as SE_A_FORMAT
-from lamforge.nn.se_e2_a import SeAConfig, SeAModel, compute_se_a_statistics, load_se_a, save_se_a
+from lamforge.nn.se_e2_a import SeAConfig, SeAModel, compute_se_a_statistics, save_se_a
 from lamforge.nn.statistics import compute_statistics, fit_energy_bias
 from lamforge.train.initialize import energy_samples
 from lamforge.train.stream import TrainingBatch
@@ -133,34 +129,6 @@ def save_model(model: EnergyModel, path: str | Path) -> None:
         save_se_a(model, path)
     else:
         save_checkpoint(model, path)
-
-
-def load_model(path: str | Path) -> EnergyModel:
-    """A lamforge DPA-2 or se_e2_a model file, or a deepmd-kit checkpoint (through the interop).
-
-    Raises:
-        ValueError: the file is none of these, naming the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: model file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # not plain data: possibly a deepmd-kit file, which the interop reads
-        payload = None
-    format_name = payload.get("format") if isinstance(payload, dict) else None
-    if format_name == SE_A_FORMAT:
-        return load_se_a(path)
-    if format_name == DPA2_FORMAT:
-        return load_checkpoint(path)
-    from lamforge.interop.deepmd import load_checkpoint as load_deepmd
-
-    try:
-        return load_deepmd(path)
-    except Exception as error:
-        raise ValueError(
-            f"{path}: neither a lamforge model file nor a readable deepmd-kit checkpoint ({error})"
-        ) from error
 
 
 def initialize_model(model: EnergyModel, samples: Mapping[str, Sequence[TrainingBatch]]) -> None:

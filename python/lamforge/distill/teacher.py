@@ -20,9 +20,10 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from lamforge.data.format import DatasetInfo, LevelOfTheory
 from lamforge.data.frames import frame_from_atoms, frame_to_atoms
 from lamforge.data.store import Store
-from lamforge.distill.students import EnergyModel, load_model
+from lamforge.distill.students import EnergyModel
 from lamforge.nn.atoms import model_input_from_atoms
 from lamforge.nn.forces import evaluate
+from lamforge.nn.loading import load_model
 
 
 def file_sha256(path: str | Path) -> str:

@@ -26,8 +26,9 @@ from lamforge.config import save_yaml
 from lamforge.data.loader import DatasetSource, LoaderConfig, NeighborSpec, StoreLoader
 from lamforge.data.store import Store
 from lamforge.nn import presets
-from lamforge.nn.checkpoint import load_checkpoint, save_checkpoint
+from lamforge.nn.checkpoint import save_checkpoint
 from lamforge.nn.config import ModelConfig
+from lamforge.nn.loading import load_model
 from lamforge.nn.model import DPA2Model
 from lamforge.train.config import RunConfig, TaskData
 from lamforge.train.curves import plot_curves
@@ -220,12 +221,7 @@ def _validation_batches(loader: StoreLoader, elements, task: str):
 
 def load_pretrained(path: Path) -> DPA2Model:
     """A lamforge model file, or a deepmd-kit DPA-2 checkpoint through the interop."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # not plain data: possibly a deepmd-kit file, which the interop reads
-        payload = None
-    if isinstance(payload, dict) and "format" in payload:
-        return load_checkpoint(path)
-    from lamforge.interop.deepmd import load_checkpoint as load_deepmd
-
-    return load_deepmd(path)
+    model = load_model(path)
+    if not isinstance(model, DPA2Model):
+        raise ValueError(f"{path}: fine-tuning needs a DPA-2 model, got {type(model).__name__}")
+    return model

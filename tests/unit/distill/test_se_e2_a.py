@@ -10,7 +10,7 @@ import torch
 from ase import Atoms
 from ase.build import bulk
 
-from lamforge.distill.calculator import ModelCalculator
+from lamforge.calculators import LAMCalculator
 from lamforge.nn.atoms import model_input_from_atoms
 from lamforge.nn.config import FittingConfig
 from lamforge.nn.forces import evaluate
@@ -118,7 +118,7 @@ def test_config_errors_name_the_problem():
 def test_calculator_matches_evaluate_and_float32_agrees():
     model = model_with_statistics()
     atoms = periodic_frame(5)
-    atoms.calc = ModelCalculator(model, num_threads=1)
+    atoms.calc = LAMCalculator(model, num_threads=1)
     inputs = model_input_from_atoms([atoms], model.elements, [(4.0, 60)])
     output = evaluate(model, inputs)
     assert atoms.get_potential_energy() == pytest.approx(

@@ -15,7 +15,7 @@ from lamforge.distill.explore import (
     explore,
     force_deviation,
 )
-from lamforge.distill.students import build_student, dpa2_student_config, load_model, save_model
+from lamforge.distill.students import build_student, dpa2_student_config, save_model
 from lamforge.distill.teacher import (
     Teacher,
     file_sha256,
@@ -26,6 +26,7 @@ from lamforge.distill.teacher import (
 from lamforge.nn.atoms import model_input_from_atoms
 from lamforge.nn.checkpoint import save_checkpoint
 from lamforge.nn.forces import evaluate
+from lamforge.nn.loading import load_model
 from lamforge.nn.model import DPA2Model
 from lamforge.testing.tiny_models import tiny_dpa2_config
 
