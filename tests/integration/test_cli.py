@@ -31,7 +31,7 @@ def test_quickstart_writes_summary(tmp_path, capsys):
     assert main(["quickstart", "--workdir", str(workdir), "--smoke", "--quiet"]) == 0
     summary = json.loads((workdir / "summary.json").read_text())
     stages = {stage["name"]: stage for stage in summary["stages"]}
-    assert list(stages) == ["data", "store", "pretrain", "finetune", "scratch", "md"]
+    assert list(stages) == ["data", "store", "pretrain", "finetune", "scratch", "md", "distill"]
     assert stages["data"]["metrics"]["frames"] == {
         "bulk": 24, "surfaces": 24, "clusters": 24, "alloy": 24,
     }  # fmt: skip
@@ -44,5 +44,7 @@ def test_quickstart_writes_summary(tmp_path, capsys):
     assert methods == {("zero-shot", 4), ("fine-tuned", 4), ("zero-shot", 8), ("fine-tuned", 8)}
     assert len(stages["scratch"]["metrics"]["test"]) == 2
     assert stages["md"]["metrics"]["finite"]
+    assert stages["distill"]["metrics"]["iterations"] == 1
+    assert stages["distill"]["metrics"]["student_atom_steps_per_second"] > 0
     assert (workdir / "pretrain" / "model.pt").is_file()
     assert "pretrain" in capsys.readouterr().out

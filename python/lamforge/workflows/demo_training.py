@@ -83,6 +83,8 @@ class DemoTrainingConfig:
         downstream_test_frames: Held-out downstream frames every model is tested on.
         frames_per_batch: Frames per batch.
         md_steps: Langevin steps of the MD stage.
+        distill_iterations: Iterations of the distillation loop.
+        distill_steps: Student training steps per distillation iteration.
         seed: Seed of splits and sampling.
     """
 
@@ -92,6 +94,8 @@ class DemoTrainingConfig:
     downstream_test_frames: int = 32
     frames_per_batch: int = 2
     md_steps: int = 100
+    distill_iterations: int = 2
+    distill_steps: int = 200
     seed: int = 0
     trainer: dict = field(
         default_factory=lambda: {
@@ -232,4 +236,55 @@ def molecular_dynamics(model_path: Path, steps: int, seed: int = 0) -> dict:
         "finite": bool(np.isfinite(atoms.get_positions()).all()),
         # A collapsed or exploded structure shows up as atoms far closer than a bond length.
         "min_distance_a": round(float(distances.min()), 3),
+    }
+
+
+def distill(
+    store_path: Path,
+    workdir: Path,
+    teacher: Path,
+    downstream: str,
+    iterations: int,
+    steps: int,
+    progress: bool,
+) -> dict:
+    """Distils the fine-tuned model into an se_e2_a student; accuracy and MD speed of both."""
+    from lamforge.distill.config import DistillConfig
+    from lamforge.distill.loop import run_distillation
+
+    output = Path(workdir) / "distill"
+    config = from_dict(
+        DistillConfig,
+        {
+            "output_dir": str(output), "store": str(store_path),
+            "teacher": {"model": str(teacher)},
+            "source": {"dataset": f"{downstream}_test", "initial_frames": 16,
+                       "holdout_frames": 8},
+            "student": {"kind": "se_e2_a", "cutoff": 5.0, "max_neighbors": 60},
+            "trainer": {"steps": steps, "log_every": 10, "validate_every": 0,
+                        "checkpoint_every": steps, "keep_last": 1,
+                        "learning_rate": {"start": 0.003, "stop": 0.0001,
+                                          "decay_steps": max(steps // 10, 1)}},
+            "exploration": {"temperatures": [600.0], "steps": 40, "sample_every": 5,
+                            "timestep_fs": 2.0, "max_starts": 2},
+            "trust": {"low": 0.1, "high": 1.0, "max_candidates": 8},
+            "loop": {"max_iterations": iterations},
+        },
+    )  # fmt: skip
+    state = run_distillation(config, progress=progress)
+    last = state.rows[-1]
+    student = output / state.student
+    teacher_md = molecular_dynamics(teacher, steps=20)
+    student_md = molecular_dynamics(student, steps=20)
+    return {
+        "iterations": len(state.rows),
+        "teacher_frames": last.training_frames,
+        "accurate_fraction": round(last.accurate_fraction, 3),
+        "student_vs_teacher_forces_rmse_mev_per_a": last.holdout_forces_rmse_teacher,
+        "student_vs_emt_forces_rmse_mev_per_a": last.holdout_forces_rmse_reference,
+        "teacher_atom_steps_per_second": teacher_md["atom_steps_per_second"],
+        "student_atom_steps_per_second": student_md["atom_steps_per_second"],
+        "speed_up": round(
+            student_md["atom_steps_per_second"] / teacher_md["atom_steps_per_second"], 2
+        ),
     }

@@ -40,7 +40,7 @@ def smoke_config(workdir: Path, progress: bool = False) -> QuickstartConfig:
         demo=DemoConfig(frames_per_task=24),
         training=DemoTrainingConfig(
             pretrain_steps=12, finetune_steps=6, downstream_train_frames=(4, 8),
-            downstream_test_frames=8, md_steps=10,
+            downstream_test_frames=8, md_steps=10, distill_iterations=1, distill_steps=10,
         ),
         progress=progress,
     )  # fmt: skip
@@ -102,9 +102,16 @@ def _training_stages(
               metrics={"steps": training.finetune_steps,
                        "test": [row for row in rows if row["method"] == "from scratch"]})
     )  # fmt: skip
+    finetuned = workdir / f"fine-tuned-{max(training.downstream_train_frames)}" / "model.pt"
     with summary.stage("md") as stage:
-        finetuned = workdir / f"fine-tuned-{max(training.downstream_train_frames)}" / "model.pt"
         stage.metrics.update(demo_training.molecular_dynamics(finetuned, training.md_steps))
+    with summary.stage("distill") as stage:
+        stage.metrics.update(
+            demo_training.distill(
+                store, workdir, finetuned, downstream, training.distill_iterations,
+                training.distill_steps, config.progress,
+            )
+        )  # fmt: skip
 
 
 def store_stage(tasks: list[DemoTask], workdir: Path, stage: Stage, *, progress: bool) -> None:
