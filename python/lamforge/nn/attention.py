@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lamforge import kernels
 from lamforge.nn.layers import DenseLayer
 
 ATTENTION_SHIFT = 20.0
@@ -63,6 +64,10 @@ class PairAttentionMap(nn.Module):
         )
         projected = projected.permute(0, 3, 1, 2)  # [atoms, 2·heads, slots, hidden]
         query, key = torch.split(projected, self.num_heads, dim=1)
+        if kernels.fused_enabled(g2):
+            return kernels.pair_attention_weights(
+                query, key, h2, switch, mask, smooth=self.smooth, gate=self.has_gate
+            )
         logits = torch.matmul(query, key.transpose(-1, -2)) / self.hidden_dim**0.5
         if self.has_gate:
             logits = logits * torch.matmul(h2, h2.transpose(-1, -2)).unsqueeze(1)
