@@ -32,10 +32,13 @@ def _single_thread():
     torch.set_num_threads(previous)
 
 
-@pytest.fixture
+COMPILED = os.environ.get("LAMFORGE_KERNELS_COMPILED") == "1"
+
+
+@pytest.fixture(scope="session")
 def device() -> torch.device:
     """CPU under the interpreter, CUDA when the compiled kernels are tested."""
-    if os.environ.get("LAMFORGE_KERNELS_COMPILED") == "1":
+    if COMPILED:
         if not torch.cuda.is_available():
             pytest.skip("LAMFORGE_KERNELS_COMPILED=1 needs a CUDA device")
         return torch.device("cuda")
