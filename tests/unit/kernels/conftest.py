@@ -32,7 +32,7 @@ def _single_thread():
     torch.set_num_threads(previous)
 
 
-COMPILED = os.environ.get("LAMFORGE_KERNELS_COMPILED") == "1"
+COMPILED = os.environ.get("LAMFORGE_KERNELS_COMPILED") == "1"  # as kernel_helpers.COMPILED
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
+
+#: The compiled kernels on CUDA are under test (benches/gpu/run.sh), not the CPU interpreter.
+COMPILED = os.environ.get("LAMFORGE_KERNELS_COMPILED") == "1"
 
 
 def random_edges(

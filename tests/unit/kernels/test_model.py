@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
+from kernel_helpers import COMPILED
 
 import lamforge.kernels as kernels
-from conftest import COMPILED
 from lamforge.nn import DPA2Model, evaluate
 from lamforge.testing.reference_neighbors import model_input
 from lamforge.testing.tiny_models import TINY_SPECS, tiny_dpa2_config
