@@ -57,8 +57,8 @@ def pair_moment(
     """A_i = norm · Σ_j h2_ij ⊗ (g2_ij · sw_ij), [num_atoms, 3, d] (deepmd-kit ``_cal_hg``).
 
     norm is 1/N or 1/√N with the fixed N when smooth, else 1/(1e-4 + count) or 1/(1e-4 + √count).
-    With ``index`` (fused path only), ``g2`` is [num_atoms, d] per-atom features that the fused
-    kernel gathers as ``g2[index]`` without materialising them.
+    With ``index``, ``g2`` is [num_atoms, d] per-atom features used as ``g2[index]`` (the fused
+    kernel gathers them without materialising the [num_atoms, N, d] copy).
     """
     num_atoms, num_slots = mask.shape
     if smooth:
@@ -74,6 +74,8 @@ def pair_moment(
     if kernels.fused_enabled(h2):
         weight = switch if smooth else mask.type_as(h2)
         return kernels.gather_outer_sum(h2, g2, index, weight) * norm
+    if index is not None:
+        g2 = g2[index]
     g2 = g2.masked_fill(~mask.unsqueeze(-1), 0.0)
     if smooth:
         g2 = g2 * switch.unsqueeze(-1)
