@@ -219,7 +219,11 @@ def _product_sum_backward_op(
 
 @_product_sum_backward_op.register_fake
 def _(grad, pair, node, index, weight):
-    return torch.empty_like(pair), torch.empty_like(node), torch.empty_like(weight)
+    return (
+        torch.empty_like(pair, memory_format=torch.contiguous_format),
+        torch.empty_like(node, memory_format=torch.contiguous_format),
+        torch.empty_like(weight, memory_format=torch.contiguous_format),
+    )
 
 
 @torch.library.custom_op("lamforge::gather_outer_sum", mutates_args=())
@@ -270,7 +274,11 @@ def _outer_sum_backward_op(
 
 @_outer_sum_backward_op.register_fake
 def _(grad, left, node, index, weight):
-    return torch.empty_like(left), torch.empty_like(node), torch.empty_like(weight)
+    return (
+        torch.empty_like(left, memory_format=torch.contiguous_format),
+        torch.empty_like(node, memory_format=torch.contiguous_format),
+        torch.empty_like(weight, memory_format=torch.contiguous_format),
+    )
 
 
 def _index_or_dummy(index: torch.Tensor | None, weight: torch.Tensor) -> torch.Tensor:

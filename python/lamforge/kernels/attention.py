@@ -249,10 +249,10 @@ def _attention_backward_op(
 @_attention_backward_op.register_fake
 def _(grad, query, key, h2, switch, mask, smooth, gate):
     return (
-        torch.empty_like(query),
-        torch.empty_like(key),
-        torch.empty_like(h2),
-        torch.empty_like(switch),
+        torch.empty_like(query, memory_format=torch.contiguous_format),
+        torch.empty_like(key, memory_format=torch.contiguous_format),
+        torch.empty_like(h2, memory_format=torch.contiguous_format),
+        torch.empty_like(switch, memory_format=torch.contiguous_format),
     )
 
 

@@ -18,6 +18,8 @@ import os
 import torch
 
 _setting: bool | None = None
+# Looked up once: torch.compile cannot trace importlib, and the answer does not change.
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 
 
 class use_fused:  # noqa: N801 - used like a function (torch.no_grad style)
@@ -48,7 +50,7 @@ def fused_setting() -> bool | None:
 
 def triton_installed() -> bool:
     """Whether the ``triton`` package can be imported."""
-    return importlib.util.find_spec("triton") is not None
+    return _TRITON_INSTALLED
 
 
 def interpreting() -> bool:
@@ -65,8 +67,10 @@ def fused_enabled(tensor: torch.Tensor) -> bool:
     if _setting is False:
         return False
     if _setting is None:
-        return tensor.is_cuda and triton_installed()
-    if not triton_installed():
+        return tensor.is_cuda and _TRITON_INSTALLED
+    if torch.compiler.is_compiling():
+        return True  # the host-side checks below ran when the same code ran eagerly
+    if not _TRITON_INSTALLED:
         raise RuntimeError("use_fused(True): the fused ops need the `triton` package")
     if not tensor.is_cuda and not interpreting():
         raise RuntimeError(

@@ -53,6 +53,11 @@ def test_too_many_slots_is_a_clear_error(device):
 
 def test_custom_ops_pass_opcheck(device):
     query, key, h2, switch, mask = _inputs(torch.float64, device, num_atoms=2, num_slots=4)
+    # As in the model: query and key are non-contiguous halves of one permuted projection, and
+    # the fake outputs must have the real (contiguous) strides.
+    projected = torch.cat([query, key], dim=1).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    query, key = torch.split(projected, 2, dim=1)
+    assert not query.is_contiguous()
     ops = torch.ops.lamforge
     torch.library.opcheck(ops.pair_attention, (query, key, h2, switch, mask, True, True))
     grad = random_tensor(2, 2, 4, 4, dtype=torch.float64, device=device, seed=7)

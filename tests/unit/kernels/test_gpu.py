@@ -35,6 +35,7 @@ def test_cuda_defaults_to_fused_and_matches_reference(medium):
         torch.testing.assert_close(getattr(fused, name), getattr(reference, name), msg=name)
 
 
+@pytest.mark.filterwarnings("ignore:.*should not be instantiated:DeprecationWarning")
 def test_torch_compile_with_inductor(medium):
     model, inputs = medium
     geometries, _ = model.geometries(inputs)

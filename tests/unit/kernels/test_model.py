@@ -121,3 +121,26 @@ def test_switch_defaults_and_errors(monkeypatch):
     assert kernels.fused_setting() is None
     with pytest.raises(ValueError, match="use_fused takes True, False or None"):
         kernels.use_fused("yes")
+
+
+# Dynamo itself instantiates autograd.Function while tracing (torch 2.11) and warns about it.
+@pytest.mark.filterwarnings("ignore:.*should not be instantiated:DeprecationWarning")
+def test_torch_compile_traces_the_fused_model(model_and_input):
+    """Dynamo + AOTAutograd trace the fused ops through their fake implementations, no breaks."""
+    model, inputs = model_and_input
+    with kernels.use_fused(True):
+        geometries, distinct = model.geometries(inputs)
+        vectors = [geometry.vectors.detach().requires_grad_(True) for geometry, _ in distinct]
+        for (geometry, _), leaf in zip(distinct, vectors, strict=True):
+            object.__setattr__(geometry, "vectors", leaf)
+        compiled = torch.compile(
+            model.atomic_energies_from_geometry, backend="aot_eager", fullgraph=True
+        )
+        results = []
+        for function in (compiled, model.atomic_energies_from_geometry):
+            energies = function(geometries, inputs.atom_types, None)
+            results.append((energies, torch.autograd.grad(energies.sum(), vectors)))
+    (compiled_energies, compiled_gradients), (energies, gradients) = results
+    torch.testing.assert_close(compiled_energies, energies)
+    for compiled_gradient, gradient in zip(compiled_gradients, gradients, strict=True):
+        torch.testing.assert_close(compiled_gradient, gradient)
