@@ -14,6 +14,7 @@ import math
 import torch
 from torch import nn
 
+from lamforge import kernels
 from lamforge.nn.layers import DenseLayer
 
 ATTENTION_SHIFT = 20.0
@@ -85,6 +86,11 @@ class PairAttentionMap(nn.Module):
         )
         projected = projected.permute(0, 3, 1, 2)  # [atoms, 2·heads, slots, hidden]
         query, key = torch.split(projected, self.num_heads, dim=1)
+        # The fused map has no term for trimmed slots: use it only when nothing was trimmed.
+        if num_trimmed == 0 and kernels.fused_enabled(g2):
+            return kernels.pair_attention_weights(
+                query, key, h2, switch, mask, smooth=self.smooth, gate=self.has_gate
+            )
         logits = torch.matmul(query, key.transpose(-1, -2)) / self.hidden_dim**0.5
         if self.has_gate:
             logits = logits * torch.matmul(h2, h2.transpose(-1, -2)).unsqueeze(1)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lamforge import kernels
 from lamforge.nn.attention import (
     LocalAttention,
     PairAttentionMap,
@@ -52,27 +53,37 @@ def pair_moment(
     smooth: bool,
     use_sqrt_nnei: bool,
     max_neighbors: int,
+    index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A_i = norm · Σ_j h2_ij ⊗ (g2_ij · sw_ij), [num_atoms, 3, d] (deepmd-kit ``_cal_hg``).
 
     norm is 1/N or 1/√N with the fixed cap N (``max_neighbors``) when smooth, else
-    1/(1e-4 + count) or 1/(1e-4 + √count).
+    1/(1e-4 + count) or 1/(1e-4 + √count). With ``index``, ``g2`` is [num_atoms, d] per-atom
+    features used as ``g2[index]`` (the fused kernel gathers them without materialising the
+    [num_atoms, N, d] copy).
     """
-    num_atoms = g2.shape[0]
+    num_atoms = mask.shape[0]
+    if smooth:
+        shape = (num_atoms, 1, 1)
+        if use_sqrt_nnei:
+            norm = torch.rsqrt(float(max_neighbors) * h2.new_ones(shape))
+        else:
+            norm = (1.0 / float(max_neighbors)) * h2.new_ones(shape)
+    else:
+        count = torch.sum(mask.type_as(h2), dim=-1)
+        norm = 1.0 / (COUNT_EPSILON + (torch.sqrt(count) if use_sqrt_nnei else count))
+        norm = norm[:, None, None]
+    if kernels.fused_enabled(h2):
+        weight = switch if smooth else mask.type_as(h2)
+        return kernels.gather_outer_sum(h2, g2, index, weight) * norm
+    if index is not None:
+        g2 = g2[index]
     if smooth:
         # The switch is zero in empty slots, so it also does the masking; applied to the 3-wide
         # h2 instead of the d-wide g2 (the same sum, far less work in the double backward).
         h2 = h2 * switch.unsqueeze(-1)
-        shape = (num_atoms, 1, 1)
-        if use_sqrt_nnei:
-            norm = torch.rsqrt(float(max_neighbors) * g2.new_ones(shape))
-        else:
-            norm = (1.0 / float(max_neighbors)) * g2.new_ones(shape)
     else:
         g2 = g2.masked_fill(~mask.unsqueeze(-1), 0.0)
-        count = torch.sum(mask.type_as(g2), dim=-1)
-        norm = 1.0 / (COUNT_EPSILON + (torch.sqrt(count) if use_sqrt_nnei else count))
-        norm = norm[:, None, None]
     return torch.matmul(h2.transpose(-1, -2), g2) * norm
 
 
@@ -184,21 +195,37 @@ class RepformerLayer(nn.Module):
             self._add_residual(self.h2_residual, 1)
 
     def _convolution(
-        self, neighbor_g1: torch.Tensor, g2: torch.Tensor, mask: torch.Tensor, switch: torch.Tensor
+        self,
+        neighbor_g1: torch.Tensor | None,
+        g2: torch.Tensor,
+        mask: torch.Tensor,
+        switch: torch.Tensor,
+        g1: torch.Tensor,
+        fused_index: torch.Tensor | None,
     ) -> torch.Tensor:
         """c_i = norm · Σ_j (g2_ij W) ⊙ g1_j · sw_ij (new style) or g2_ij ⊙ (g1_j W) · sw_ij."""
         assert self.proj_g1g2 is not None
         if self.smooth:
+            norm = (1.0 / float(self.config.max_neighbors)) * g2.new_ones(mask.shape[0], 1)
+        else:
+            norm = 1.0 / (COUNT_EPSILON + torch.sum(mask.type_as(g2), dim=-1)).unsqueeze(-1)
+        if fused_index is not None:
+            # W has no bias, so projecting g1 before the gather equals projecting after it.
+            out_conv = self.config.g1_out_conv
+            node = g1 if out_conv else self.proj_g1g2(g1)
+            pair = self.proj_g1g2(g2) if out_conv else g2
+            weight = switch if self.smooth else mask.type_as(g2)
+            return kernels.gather_product_sum(pair, node, fused_index, weight) * norm
+        assert neighbor_g1 is not None
+        if self.smooth:
             # sw (zero in empty slots) goes on the narrow g2 before the bias-free projection.
             g2 = g2 * switch.unsqueeze(-1)
-            norm = (1.0 / float(self.config.max_neighbors)) * g2.new_ones(mask.shape[0], 1)
             if self.config.g1_out_conv:
                 return torch.sum(self.proj_g1g2(g2) * neighbor_g1, dim=1) * norm
             return torch.sum(g2 * self.proj_g1g2(neighbor_g1), dim=1) * norm
         if not self.config.g1_out_conv:
             neighbor_g1 = self.proj_g1g2(neighbor_g1)
         neighbor_g1 = neighbor_g1.masked_fill(~mask.unsqueeze(-1), 0.0)
-        norm = 1.0 / (COUNT_EPSILON + torch.sum(mask.type_as(g2), dim=-1)).unsqueeze(-1)
         if self.config.g1_out_conv:
             g2 = self.proj_g1g2(g2)
         return torch.sum(g2 * neighbor_g1, dim=1) * norm
@@ -228,8 +255,12 @@ class RepformerLayer(nn.Module):
             The new (g1, g2, h2) with the same shapes.
         """
         c = self.config
+        # The fused kernels gather g1 themselves for the conv and drrd terms.
+        fused_index = index if kernels.fused_enabled(g1) else None
         needs_neighbor_g1 = (
-            c.update_g1_has_drrd or c.update_g1_has_conv or c.update_g1_has_attn or self.g2_has_g1g1
+            c.update_g1_has_attn
+            or self.g2_has_g1g1
+            or (fused_index is None and (c.update_g1_has_drrd or c.update_g1_has_conv))
         )
         # Message passing: the neighbour's current g1, read from its real atom (no ghosts).
         neighbor_g1 = (
@@ -244,7 +275,9 @@ class RepformerLayer(nn.Module):
             g2_updates, h2_updates = self._pair_updates(
                 g1, g2, h2, neighbor_g1, mask, switch, num_trimmed
             )
-        g1_updates += self._g1_updates(g1, g2, h2, neighbor_g1, mask, switch, num_trimmed)
+        g1_updates += self._g1_updates(
+            g1, g2, h2, neighbor_g1, mask, switch, num_trimmed, fused_index
+        )
         if self.update_pairs:
             g2 = self._combine(g2_updates, self.g2_residual)
             h2 = self._combine(h2_updates, self.h2_residual)
@@ -288,14 +321,17 @@ class RepformerLayer(nn.Module):
         mask: torch.Tensor,
         switch: torch.Tensor,
         num_trimmed: int,
+        fused_index: torch.Tensor | None,
     ) -> list[torch.Tensor]:
-        """[conv (g1_out_conv), mlp, local attention]; the self-MLP is added by the caller."""
+        """[conv (g1_out_conv), mlp, local attention]; the self-MLP is added by the caller.
+
+        ``fused_index`` is the neighbour index on the fused path (None on the reference path).
+        """
         c = self.config
         updates = []
         mlp_inputs = [] if c.g1_out_mlp else [g1]
         if c.update_g1_has_conv:
-            assert neighbor_g1 is not None
-            conv = self._convolution(neighbor_g1, g2, mask, switch)
+            conv = self._convolution(neighbor_g1, g2, mask, switch, g1, fused_index)
             (updates if c.g1_out_conv else mlp_inputs).append(conv)
         moment_options = {
             "smooth": self.smooth,
@@ -306,8 +342,9 @@ class RepformerLayer(nn.Module):
             moment = pair_moment(g2, h2, mask, switch, **moment_options)
             mlp_inputs.append(symmetrise(moment, c.axis_neurons))
         if c.update_g1_has_drrd:
-            assert neighbor_g1 is not None
-            moment = pair_moment(neighbor_g1, h2, mask, switch, **moment_options)
+            features = neighbor_g1 if fused_index is None else g1
+            assert features is not None
+            moment = pair_moment(features, h2, mask, switch, index=fused_index, **moment_options)
             mlp_inputs.append(symmetrise(moment, c.axis_neurons))
         updates.append(self.activation(self.linear1(torch.cat(mlp_inputs, dim=-1))))
         if self.loc_attn is not None:

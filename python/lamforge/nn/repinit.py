@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lamforge import kernels
 from lamforge.nn.config import RepinitConfig
 from lamforge.nn.env_mat import environment_matrix
 from lamforge.nn.geometry import BlockGeometry
@@ -61,6 +62,12 @@ class _StatisticsBlock(nn.Module):
         self, geometry: BlockGeometry, atom_types: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """R = (R̃ - mean[t_i]) / std[t_i] and the switch."""
+        vectors = geometry.vectors.to(self.mean.dtype)
+        if kernels.fused_enabled(vectors):
+            return kernels.environment_matrix(
+                vectors, geometry.mask, self.mean[atom_types], self.std[atom_types],
+                cutoff=self.cutoff, cutoff_smooth=self.cutoff_smooth, protection=self.protection,
+            )  # fmt: skip
         raw, switch = self.raw_environment(geometry)
         env = (raw - self.mean[atom_types].unsqueeze(1)) / self.std[atom_types].unsqueeze(1)
         return env, switch
