@@ -88,9 +88,11 @@ class PairAttentionMap(nn.Module):
         query, key = torch.split(projected, self.num_heads, dim=1)
         # The fused map has no term for trimmed slots: use it only when nothing was trimmed.
         if num_trimmed == 0 and kernels.fused_enabled(g2):
+            # The kernel returns [atoms, N, N, heads] (a view of a head-major tensor); this
+            # module's layout is heads-first.
             return kernels.pair_attention_weights(
                 query, key, h2, switch, mask, smooth=self.smooth, gate=self.has_gate
-            )
+            ).permute(0, 3, 1, 2)
         logits = torch.matmul(query, key.transpose(-1, -2)) / self.hidden_dim**0.5
         if self.has_gate:
             logits = logits * torch.matmul(h2, h2.transpose(-1, -2)).unsqueeze(1)

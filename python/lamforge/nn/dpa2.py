@@ -46,6 +46,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lamforge import kernels
 from lamforge.nn.config import DescriptorConfig
 from lamforge.nn.geometry import BlockGeometry
 from lamforge.nn.layers import DenseLayer, TypeEmbedding
@@ -151,8 +152,12 @@ class DPA2Descriptor(nn.Module):
         type_table = self.type_embedding.table()
         atom_embedding = type_table[atom_types]
 
+        # Trimming is data-dependent (no torch.compile graph) and the fused kernels skip empty
+        # slots themselves: trim on the reference path only.
+        trim = self.trim_empty_slots and not kernels.fused_enabled(type_table)
+
         def geometry(role: str, block: nn.Module) -> BlockGeometry:
-            if self.trim_empty_slots and block.exact_without_empty_slots():
+            if trim and block.exact_without_empty_slots():
                 return geometries[role].trimmed()
             return geometries[role]
 

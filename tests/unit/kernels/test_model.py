@@ -21,7 +21,8 @@ ELEMENTS = ("H", "O")
 def _frames() -> list[Atoms]:
     rng = np.random.default_rng(3)
     frames = []
-    for num_atoms, length in ((6, 3.6), (5, 3.3)):
+    # Dense enough that every repformer slot is filled (no trimmed slots): every fused op runs.
+    for num_atoms, length in ((6, 2.9), (5, 2.8)):
         grid = np.stack(np.meshgrid(*[np.arange(2)] * 3, indexing="ij"), -1).reshape(-1, 3)
         positions = (grid[:num_atoms] + 0.1 * rng.standard_normal((num_atoms, 3))) * length / 2
         symbols = ["O" if k % 3 == 0 else "H" for k in range(num_atoms)]
