@@ -21,6 +21,11 @@ from lamforge.nn.env_mat import environment_matrix
 from lamforge.nn.geometry import BlockGeometry
 from lamforge.nn.layers import EmbeddingNet
 
+# Groups of centres (by neighbour count) in the three-body branch, each of at least this many
+# centres (smaller groups cost more in per-operation overhead than the slots they save).
+THREE_BODY_GROUPS = 4
+THREE_BODY_GROUP_ATOMS = 48
+
 
 class _StatisticsBlock(nn.Module):
     """A block with its own cutoff, neighbour cap and per-element ``mean``/``std`` buffers."""
@@ -236,11 +241,38 @@ class ThreeBodyBlock(_StatisticsBlock):
     ) -> torch.Tensor:
         """Three-body descriptor D3, [num_atoms, three_body_neurons[-1]] (args as RepinitBlock)."""
         env, switch = self.normalised_environment(geometry, atom_types)
+        types = geometry.neighbor_types
+        num_atoms, num_slots = env.shape[:2]
+        num_groups = min(THREE_BODY_GROUPS, num_atoms // THREE_BODY_GROUP_ATOMS)
+        if num_groups < 2 or not self.exact_without_empty_slots():
+            return self._descriptor(env, switch, types, type_table)
+        # The cost is quadratic in the slots: centres sorted by their last used slot run in
+        # groups, each on its own width (exact, empty slots add nothing here).
+        position = torch.arange(1, num_slots + 1, device=env.device)
+        width = (geometry.mask * position).amax(dim=1)
+        order = torch.argsort(width)
+        outputs = []
+        for group in torch.tensor_split(order, num_groups):
+            used = max(int(width[group].max()), 1)
+            outputs.append(
+                self._descriptor(
+                    env[group, :used], switch[group, :used], types[group, :used], type_table
+                )
+            )
+        return torch.cat(outputs)[torch.argsort(order)]
+
+    def _descriptor(
+        self,
+        env: torch.Tensor,
+        switch: torch.Tensor,
+        types: torch.Tensor,
+        type_table: torch.Tensor,
+    ) -> torch.Tensor:
+        """D3 of centres: normalised env [n, slots, 4], switch and neighbour types [n, slots]."""
         num_atoms, num_slots = env.shape[:2]
         angular = env[..., 1:]
         # [num_atoms, j, k]: products of the normalised direction rows of two neighbours.
         cosines = torch.einsum("ijm,ikm->ijk", angular, angular)
-        types = geometry.neighbor_types
         if self.mode == "concat":
             # Input [e_jk, T_j, T_k], first layer factored by block.
             embedded = type_table[types]

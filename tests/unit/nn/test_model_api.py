@@ -300,3 +300,19 @@ def test_chunked_evaluation_equals_the_whole_batch():
             assert torch.allclose(gradient, reference, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="max_atoms_per_chunk must be a positive"):
         evaluate(model, inputs, max_atoms_per_chunk=0)
+
+
+def test_three_body_groups_by_neighbour_count_are_exact(monkeypatch):
+    # Groups of 3 centres (instead of 48) so that a tiny batch is split; each group runs on its
+    # own slot width, which must not change any output.
+    from lamforge.nn import repinit
+
+    model = build_model("new")
+    inputs = model_input([molecule_frame(), periodic_frame()], ELEMENTS, [(4.0, 40), (3.0, 20)])
+    monkeypatch.setattr(repinit, "THREE_BODY_GROUP_ATOMS", 3)
+    grouped = evaluate(model, inputs)
+    monkeypatch.setattr(repinit, "THREE_BODY_GROUPS", 1)
+    whole = evaluate(model, inputs)
+    assert torch.allclose(grouped.energy, whole.energy, rtol=1e-13, atol=0)
+    assert torch.allclose(grouped.forces, whole.forces, rtol=0, atol=1e-11)
+    assert torch.allclose(grouped.virial, whole.virial, rtol=0, atol=1e-11)
