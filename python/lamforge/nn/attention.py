@@ -94,21 +94,23 @@ class PairAttentionMap(nn.Module):
                 query, key, h2, switch, mask, smooth=self.smooth, gate=self.has_gate
             ).permute(0, 3, 1, 2)
         logits = torch.matmul(query, key.transpose(-1, -2)) / self.hidden_dim**0.5
+        # h2_j · h2_k, [atoms, 1, slots, slots]: the gate and the angular factor.
+        overlap = torch.matmul(h2, h2.transpose(-1, -2)).unsqueeze(1)
         if self.has_gate:
-            logits = logits * torch.matmul(h2, h2.transpose(-1, -2)).unsqueeze(1)
-        column_empty = ~mask[:, None, None, :]
-        row_empty = ~mask[:, None, :, None]
-        pair_switch = switch[:, None, :, None] * switch[:, None, None, :]
+            logits = logits * overlap
         if self.smooth:
+            pair_switch = switch[:, None, :, None] * switch[:, None, None, :]
             logits = (logits + ATTENTION_SHIFT) * pair_switch - ATTENTION_SHIFT
             weights = smooth_softmax(logits, num_trimmed)
-        else:
-            weights = torch.softmax(logits.masked_fill(column_empty, float("-inf")), dim=-1)
+            # The pair switch is zero in empty rows and columns, so it does the masking too; it
+            # and the angular factor are multiplied on the head-free [atoms, 1, slots, slots]
+            # tensors, leaving one product over the heads (also in the double backward).
+            return weights * (pair_switch * (overlap / 3.0**0.5))
+        column_empty = ~mask[:, None, None, :]
+        row_empty = ~mask[:, None, :, None]
+        weights = torch.softmax(logits.masked_fill(column_empty, float("-inf")), dim=-1)
         weights = weights.masked_fill(column_empty, 0.0).masked_fill(row_empty, 0.0)
-        if self.smooth:
-            weights = weights * pair_switch
-        angular = torch.matmul(h2, h2.transpose(-1, -2)) / 3.0**0.5
-        return weights * angular.unsqueeze(1)
+        return weights * (overlap / 3.0**0.5)
 
 
 class PairAttentionValues(nn.Module):
@@ -215,11 +217,10 @@ class LocalAttention(nn.Module):
         empty = ~mask.unsqueeze(-2)
         if self.smooth:
             logits = (logits + ATTENTION_SHIFT) * switch.unsqueeze(-2) - ATTENTION_SHIFT
-            weights = smooth_softmax(logits, num_trimmed)
+            # The switch is zero in empty slots: it masks them as well.
+            weights = smooth_softmax(logits, num_trimmed) * switch.unsqueeze(-2)
         else:
             weights = torch.softmax(logits.masked_fill(empty, float("-inf")), dim=-1)
-        weights = weights.masked_fill(empty, 0.0)
-        if self.smooth:
-            weights = weights * switch.unsqueeze(-2)
+            weights = weights.masked_fill(empty, 0.0)
         out = torch.matmul(weights.unsqueeze(-2), value).squeeze(-2).reshape(num_atoms, heads * dim)
         return self.head_map(out)

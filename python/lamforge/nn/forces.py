@@ -29,6 +29,10 @@ import torch
 from lamforge.nn.inputs import ModelInput
 from lamforge.nn.model import DPA2Model, frame_sum
 
+# Chunk size of :func:`evaluate`: large enough that per-operation overheads stay small, small
+# enough that a batch of many frames needs no more work memory than one mid-sized frame.
+DEFAULT_MAX_ATOMS_PER_CHUNK = 32
+
 
 @dataclass(kw_only=True, frozen=True)
 class ModelOutput:
@@ -58,6 +62,7 @@ def evaluate(
     virial: bool = True,
     atomic_virial: bool = False,
     create_graph: bool = False,
+    max_atoms_per_chunk: int | None = DEFAULT_MAX_ATOMS_PER_CHUNK,
 ) -> ModelOutput:
     """Energy and, by autograd, forces and virials of every frame of ``inputs`` (one batch).
 
@@ -69,11 +74,67 @@ def evaluate(
         virial: compute the virial per frame [num_frames, 3, 3].
         atomic_virial: compute the per-atom virial [num_atoms, 3, 3].
         create_graph: keep forces and virials differentiable (training on them).
+        max_atoms_per_chunk: evaluate runs of whole frames of at most this many atoms at a time
+            (a larger frame runs alone) and concatenate; ``None`` evaluates the batch at once.
+            Frames are independent, so the results are the same; the work memory of the
+            model's pair and triplet tensors is bounded by the chunk instead of the batch.
 
     Returns:
         :class:`ModelOutput`. Without any derivative the energy follows the caller's grad mode
         (so ``model`` can be trained on energies alone).
     """
+    chunks = _frame_chunks(inputs, max_atoms_per_chunk)
+    options = {
+        "forces": forces,
+        "virial": virial,
+        "atomic_virial": atomic_virial,
+        "create_graph": create_graph,
+    }
+    if len(chunks) == 1:
+        return _evaluate_batch(model, inputs, head, **options)
+    outputs = [
+        _evaluate_batch(model, inputs.frames(start, stop), head, **options)
+        for start, stop in chunks
+    ]
+    return ModelOutput(
+        **{
+            name: None
+            if getattr(outputs[0], name) is None
+            else torch.cat([getattr(output, name) for output in outputs])
+            for name in ModelOutput.__dataclass_fields__
+        }
+    )
+
+
+def _frame_chunks(inputs: ModelInput, max_atoms: int | None) -> list[tuple[int, int]]:
+    """Consecutive frame ranges [start, stop) of at most ``max_atoms`` atoms (or one frame)."""
+    if max_atoms is not None and max_atoms < 1:
+        raise ValueError(f"max_atoms_per_chunk must be a positive number of atoms, got {max_atoms}")
+    if max_atoms is None or inputs.num_atoms <= max_atoms or inputs.num_frames == 1:
+        return [(0, inputs.num_frames)]
+    counts = torch.bincount(inputs.frame_index, minlength=inputs.num_frames).tolist()
+    chunks = []
+    start, atoms = 0, 0
+    for frame, count in enumerate(counts):
+        if frame > start and atoms + count > max_atoms:
+            chunks.append((start, frame))
+            start, atoms = frame, 0
+        atoms += count
+    chunks.append((start, inputs.num_frames))
+    return chunks
+
+
+def _evaluate_batch(
+    model: DPA2Model,
+    inputs: ModelInput,
+    head: str | None,
+    *,
+    forces: bool,
+    virial: bool,
+    atomic_virial: bool,
+    create_graph: bool,
+) -> ModelOutput:
+    """:func:`evaluate` of the whole batch at once."""
     need_gradient = forces or virial or atomic_virial
     with torch.enable_grad() if need_gradient else contextlib.nullcontext():
         geometries, distinct = model.geometries(inputs)

@@ -114,6 +114,38 @@ class ModelInput:
             neighbors=blocks,
         )
 
+    def frames(self, start: int, stop: int) -> ModelInput:
+        """The sub-batch of frames ``start`` to ``stop - 1``, neighbour indices rebased to it.
+
+        Frames never share neighbours (an index always points into the centre's own frame), so
+        a frame range is a complete, independent batch.
+        """
+        if not 0 <= start < stop <= self.num_frames:
+            raise ValueError(
+                f"frame range [{start}, {stop}) is outside the batch's {self.num_frames} frames"
+            )
+        atoms = torch.searchsorted(
+            self.frame_index, torch.tensor([start, stop], device=self.frame_index.device)
+        ).tolist()
+        first, last = atoms
+        blocks = tuple(
+            dataclasses.replace(
+                block,
+                index=torch.where(
+                    block.index[first:last] >= 0, block.index[first:last] - first, -1
+                ),
+                shifts=block.shifts[first:last],
+            )
+            for block in self.neighbors
+        )
+        return ModelInput(
+            positions=self.positions[first:last],
+            atom_types=self.atom_types[first:last],
+            cell=self.cell[start:stop],
+            frame_index=self.frame_index[first:last] - start,
+            neighbors=blocks,
+        )
+
     def neighbor_list(self, cutoff: float, max_neighbors: int) -> NeighborList:
         """The block for ``(cutoff, max_neighbors)``, derived from a larger one if needed.
 

@@ -118,6 +118,29 @@ class DenseLayer(nn.Module):
             y = y + x if self.num_out == self.num_in else y + torch.cat([x, x], dim=-1)
         return y
 
+    def contract(self, left: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``left @ self(x)`` without materialising the skip-added output.
+
+        ``left @ (a + [x, x]) = left @ a + [left @ x, left @ x]``: the skip is applied to the
+        small contracted tensor instead of the large per-pair one (and so is its backward).
+
+        Args:
+            left: [..., M, K].
+            x: [..., num_in] with K · (leading size of ``left``) rows, in ``left``'s order.
+
+        Returns:
+            [..., M, num_out].
+        """
+        x = x.reshape(*left.shape[:-2], left.shape[-1], self.num_in)
+        activated = self.activation(torch.nn.functional.linear(x, self.weight.t(), self.bias))
+        if self.timestep is not None:
+            activated = activated * self.timestep
+        out = torch.matmul(left, activated)
+        if self.has_skip:
+            skip = torch.matmul(left, x)
+            out = out + (skip if self.num_out == self.num_in else torch.cat([skip, skip], dim=-1))
+        return out
+
 
 class EmbeddingNet(nn.Module):
     """A stack of ``DenseLayer(activation, resnet=True, use_timestep=resnet_dt)``.
@@ -159,7 +182,15 @@ class EmbeddingNet(nn.Module):
             x = layer(x)
         return x
 
-    def forward_concatenated(self, scalar: torch.Tensor, parts: list[torch.Tensor]) -> torch.Tensor:
+    def forward_contracted(self, left: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``left @ self(x)`` (see :meth:`DenseLayer.contract`), left [..., M, K]."""
+        for layer in self.layers[:-1]:
+            x = layer(x)
+        return self.layers[-1].contract(left, x)
+
+    def forward_concatenated(
+        self, scalar: torch.Tensor, parts: list[torch.Tensor], left: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The net applied to ``[scalar, *parts]`` (concatenated last) without building it.
 
         The first layer is linear, so its pre-activation is computed block by block,
@@ -172,15 +203,17 @@ class EmbeddingNet(nn.Module):
         Args:
             scalar: [..., 1].
             parts: tensors [..., dim_k] broadcastable to ``scalar``'s leading shape.
+            left: if given, [..., M, K]: return ``left @ output`` (:meth:`forward_contracted`).
 
         Returns:
-            [..., neurons[-1]].
+            [..., neurons[-1]], or [..., M, neurons[-1]] with ``left``.
         """
         first = self.layers[0]
-        if first.has_skip:
+        if first.has_skip or (left is not None and len(self.layers) == 1):
             shape = scalar.shape[:-1]
             expanded = [part.expand(*shape, part.shape[-1]) for part in parts]
-            return self(torch.cat([scalar, *expanded], dim=-1))
+            x = torch.cat([scalar, *expanded], dim=-1)
+            return self(x) if left is None else self.forward_contracted(left, x)
         weight = first.weight
         y = scalar * weight[0]
         start = 1
@@ -191,6 +224,10 @@ class EmbeddingNet(nn.Module):
         if first.bias is not None:
             y = y + first.bias
         x = first.finish(y, None)
+        if left is not None:
+            for layer in self.layers[1:-1]:
+                x = layer(x)
+            return self.layers[-1].contract(left, x)
         for layer in self.layers[1:]:
             x = layer(x)
         return x

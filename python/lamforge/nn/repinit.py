@@ -22,6 +22,11 @@ from lamforge.nn.env_mat import environment_matrix
 from lamforge.nn.geometry import BlockGeometry
 from lamforge.nn.layers import EmbeddingNet
 
+# Groups of centres (by neighbour count) in the three-body branch, each of at least this many
+# centres (smaller groups cost more in per-operation overhead than the slots they save).
+THREE_BODY_GROUPS = 4
+THREE_BODY_GROUP_ATOMS = 48
+
 
 class _StatisticsBlock(nn.Module):
     """A block with its own cutoff, neighbour cap and per-element ``mean``/``std`` buffers."""
@@ -165,7 +170,9 @@ class RepinitBlock(_StatisticsBlock):
             parts = [type_table[geometry.neighbor_types]]
             if not self.type_one_side:
                 parts.append(type_table[atom_types].unsqueeze(1))
-            pair = self.embedding.forward_concatenated(radial, parts)
+            # [num_atoms, 4, ng]: the moment of the environment rows weighted by the embedding,
+            # contracted through the last layer (its skip is applied to the moment).
+            moment = self.embedding.forward_concatenated(radial, parts, left=env.transpose(1, 2))
         else:
             assert self.type_embedding_net is not None
             geometric = self.embedding(radial)
@@ -178,9 +185,9 @@ class RepinitBlock(_StatisticsBlock):
             if self.smooth:
                 type_part = type_part * switch.unsqueeze(-1)
             pair = geometric * type_part + geometric
-        # [num_atoms, 4, ng]: the moment of the environment rows weighted by the embedding.
+            moment = torch.matmul(env.transpose(1, 2), pair)
         # Normalised by the fixed cap, not the slot count (slots may be trimmed, spec §8).
-        moment = torch.matmul(env.transpose(1, 2), pair) / self.max_neighbors
+        moment = moment / self.max_neighbors
         moment_t = moment.transpose(1, 2)
         descriptor = torch.matmul(moment_t, moment[:, :, : self.axis_neurons])
         return descriptor.reshape(num_atoms, -1)
@@ -241,17 +248,47 @@ class ThreeBodyBlock(_StatisticsBlock):
     ) -> torch.Tensor:
         """Three-body descriptor D3, [num_atoms, three_body_neurons[-1]] (args as RepinitBlock)."""
         env, switch = self.normalised_environment(geometry, atom_types)
-        num_slots = env.shape[1]
+        types = geometry.neighbor_types
+        num_atoms, num_slots = env.shape[:2]
+        num_groups = min(THREE_BODY_GROUPS, num_atoms // THREE_BODY_GROUP_ATOMS)
+        if num_groups < 2 or not self.exact_without_empty_slots():
+            return self._descriptor(env, switch, types, type_table)
+        # The cost is quadratic in the slots: centres sorted by their last used slot run in
+        # groups, each on its own width (exact, empty slots add nothing here).
+        position = torch.arange(1, num_slots + 1, device=env.device)
+        width = (geometry.mask * position).amax(dim=1)
+        order = torch.argsort(width)
+        outputs = []
+        for group in torch.tensor_split(order, num_groups):
+            used = max(int(width[group].max()), 1)
+            outputs.append(
+                self._descriptor(
+                    env[group, :used], switch[group, :used], types[group, :used], type_table
+                )
+            )
+        return torch.cat(outputs)[torch.argsort(order)]
+
+    def _descriptor(
+        self,
+        env: torch.Tensor,
+        switch: torch.Tensor,
+        types: torch.Tensor,
+        type_table: torch.Tensor,
+    ) -> torch.Tensor:
+        """D3 of centres: normalised env [n, slots, 4], switch and neighbour types [n, slots]."""
+        num_atoms, num_slots = env.shape[:2]
         angular = env[..., 1:]
         # [num_atoms, j, k]: products of the normalised direction rows of two neighbours.
         cosines = torch.einsum("ijm,ikm->ijk", angular, angular)
-        types = geometry.neighbor_types
         if self.mode == "concat":
             # Input [e_jk, T_j, T_k], first layer factored by block.
             embedded = type_table[types]
-            triple = self.embedding.forward_concatenated(
-                cosines.unsqueeze(-1), [embedded.unsqueeze(2), embedded.unsqueeze(1)]
-            )
+            # Σ_jk e_jk H_jk contracted through the last layer (its skip on the sum).
+            summed = self.embedding.forward_concatenated(
+                cosines.unsqueeze(-1),
+                [embedded.unsqueeze(2), embedded.unsqueeze(1)],
+                left=cosines.reshape(num_atoms, 1, num_slots * num_slots),
+            ).squeeze(1)
         else:
             assert self.type_embedding_net is not None
             geometric = self.embedding(cosines.unsqueeze(-1))
@@ -264,10 +301,9 @@ class ThreeBodyBlock(_StatisticsBlock):
             if self.smooth:
                 type_part = type_part * switch[:, :, None, None] * switch[:, None, :, None]
             triple = geometric * type_part + geometric
-        num_atoms = cosines.shape[0]
-        summed = torch.matmul(
-            cosines.reshape(num_atoms, 1, num_slots * num_slots),
-            triple.reshape(num_atoms, num_slots * num_slots, -1),
-        ).squeeze(1)
+            summed = torch.matmul(
+                cosines.reshape(num_atoms, 1, num_slots * num_slots),
+                triple.reshape(num_atoms, num_slots * num_slots, -1),
+            ).squeeze(1)
         cap = float(self.max_neighbors)
         return summed * (1.0 / cap / cap)

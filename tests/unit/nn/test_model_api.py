@@ -261,3 +261,58 @@ def test_forces_sum_to_zero_and_virial_is_symmetric():
         assert output.forces[atoms].sum(0).abs().max() < 1e-12
         assert torch.allclose(output.atomic_virial[atoms].sum(0), output.virial[frame], atol=1e-12)
     assert torch.allclose(output.virial, output.virial.transpose(1, 2), atol=1e-10)
+
+
+def test_frame_range_equals_the_frames_built_alone():
+    batch = [periodic_frame(), slab_frame(), molecule_frame()]
+    inputs = model_input(batch, ELEMENTS, [(4.0, 40)])
+    alone = model_input(batch[1:], ELEMENTS, [(4.0, 40)])
+    part = inputs.frames(1, 3)
+    for name in ("positions", "atom_types", "cell", "frame_index"):
+        assert torch.equal(getattr(part, name), getattr(alone, name)), name
+    assert torch.equal(part.neighbors[0].index, alone.neighbors[0].index)
+    assert torch.equal(part.neighbors[0].shifts, alone.neighbors[0].shifts)
+    with pytest.raises(ValueError, match=r"frame range \[2, 4\) is outside the batch's 3 frames"):
+        inputs.frames(2, 4)
+
+
+def test_chunked_evaluation_equals_the_whole_batch():
+    # Chunks of at most 15 atoms: (8 + 6 atoms), (9), (8); and one frame per chunk. The gradient
+    # of a force loss with respect to the weights (training) must agree as well.
+    model = build_model("new")
+    batch = [periodic_frame(), slab_frame(), molecule_frame(), periodic_frame(seed=5)]
+    inputs = model_input(batch, ELEMENTS, [(4.0, 40), (3.0, 20)])
+    results = []
+    for chunk in (None, 15, 1):
+        model.zero_grad(set_to_none=True)
+        out = evaluate(
+            model, inputs, atomic_virial=True, create_graph=True, max_atoms_per_chunk=chunk
+        )
+        (out.energy.square().sum() + out.forces.square().sum()).backward()
+        gradients = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        results.append((out, gradients))
+    (whole, whole_gradients), *chunked = results
+    for out, gradients in chunked:
+        assert torch.allclose(out.energy, whole.energy, rtol=1e-13, atol=0)
+        for name in ("atomic_energies", "forces", "virial", "atomic_virial"):
+            assert torch.allclose(getattr(out, name), getattr(whole, name), rtol=0, atol=1e-11)
+        for gradient, reference in zip(gradients, whole_gradients, strict=True):
+            assert torch.allclose(gradient, reference, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="max_atoms_per_chunk must be a positive"):
+        evaluate(model, inputs, max_atoms_per_chunk=0)
+
+
+def test_three_body_groups_by_neighbour_count_are_exact(monkeypatch):
+    # Groups of 3 centres (instead of 48) so that a tiny batch is split; each group runs on its
+    # own slot width, which must not change any output.
+    from lamforge.nn import repinit
+
+    model = build_model("new")
+    inputs = model_input([molecule_frame(), periodic_frame()], ELEMENTS, [(4.0, 40), (3.0, 20)])
+    monkeypatch.setattr(repinit, "THREE_BODY_GROUP_ATOMS", 3)
+    grouped = evaluate(model, inputs)
+    monkeypatch.setattr(repinit, "THREE_BODY_GROUPS", 1)
+    whole = evaluate(model, inputs)
+    assert torch.allclose(grouped.energy, whole.energy, rtol=1e-13, atol=0)
+    assert torch.allclose(grouped.forces, whole.forces, rtol=0, atol=1e-11)
+    assert torch.allclose(grouped.virial, whole.virial, rtol=0, atol=1e-11)
