@@ -8,7 +8,10 @@ plain containers, so a model file cannot run code.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any
 
 import torch
 
@@ -18,10 +21,30 @@ from lamforge.nn.model import DPA2Model
 FORMAT = "lamforge.dpa2/1"
 
 
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Writes a file through ``write(handle)`` atomically: temporary file, fsync, rename.
+
+    A crash or Ctrl-C during the write leaves the previous file (if any) intact, never a half file.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.partial")
+    with open(temporary, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def save_model_file(model: torch.nn.Module, model_format: str, path: str | Path) -> None:
+    """Writes ``{"format", "config", "state"}`` of a model (plain data only), atomically."""
+    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    payload = {"format": model_format, "config": model.config.to_dict(), "state": state}
+    atomic_write(path, lambda handle: torch.save(payload, handle))
+
+
 def save_checkpoint(model: DPA2Model, path: str | Path) -> None:
     """Write ``model`` (config, weights, statistics and energy biases) to ``path``."""
-    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-    torch.save({"format": FORMAT, "config": model.config.to_dict(), "state": state}, Path(path))
+    save_model_file(model, FORMAT, path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> DPA2Model:

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lamforge.nn.checkpoint import save_model_file
 from lamforge.nn.config import Activation, FittingConfig, Precision
 from lamforge.nn.fitting import EnergyHead
 from lamforge.nn.geometry import BlockGeometry
@@ -283,9 +284,8 @@ def compute_se_a_statistics(model: SeAModel, batches: Iterable[ModelInput]) -> N
 
 
 def save_se_a(model: SeAModel, path: str | Path) -> None:
-    """Write config, weights, statistics and biases of ``model`` (plain data only)."""
-    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-    torch.save({"format": FORMAT, "config": model.config.to_dict(), "state": state}, Path(path))
+    """Write config, weights, statistics and biases of ``model`` (plain data only, atomically)."""
+    save_model_file(model, FORMAT, path)
 
 
 def load_se_a(path: str | Path, map_location: str | torch.device = "cpu") -> SeAModel:

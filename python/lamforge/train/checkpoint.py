@@ -25,22 +25,15 @@ from typing import Any
 
 import torch
 
+from lamforge.nn.checkpoint import atomic_write
+
 INDEX_FILE = "checkpoints.json"
 BEST_FILE = "best.pt"
 
 
-def _atomic_write(path: Path, write) -> None:
-    temporary = path.with_name(f".{path.name}.partial")
-    with open(temporary, "wb") as handle:
-        write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 def save_file(payload: dict[str, Any], path: Path) -> None:
     """Writes ``payload`` with ``torch.save`` atomically."""
-    _atomic_write(Path(path), lambda handle: torch.save(payload, handle))
+    atomic_write(Path(path), lambda handle: torch.save(payload, handle))
 
 
 def load_file(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -99,7 +92,7 @@ class CheckpointManager:
 
     def _write_index(self) -> None:
         text = json.dumps(self.index.__dict__, indent=2).encode()
-        _atomic_write(self.directory / INDEX_FILE, lambda handle: handle.write(text))
+        atomic_write(self.directory / INDEX_FILE, lambda handle: handle.write(text))
 
     def path(self, step: int) -> Path:
         """File name of the checkpoint of ``step``."""
