@@ -1,7 +1,8 @@
 """``lamforge datasets``: list, validate and verify the datasets manifest.
 
-The manifest directory defaults to ``datasets_manifest/`` in the current directory (the repository
-root); ``--manifest-dir`` or the ``LAMFORGE_MANIFEST_DIR`` environment variable point elsewhere.
+The manifest ships inside the package (``lamforge/datasets_manifest/``; the repository's top-level
+``datasets_manifest`` is a link to it); ``--manifest-dir`` or the ``LAMFORGE_MANIFEST_DIR``
+environment variable point elsewhere.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lamforge.data.manifest import (
+    PACKAGED_MANIFEST_DIR,
     DatasetManifest,
     ManifestError,
     element_union,
@@ -25,7 +27,7 @@ from lamforge.data.manifest import (
 def _manifest_dir(arguments: argparse.Namespace) -> Path:
     if arguments.manifest_dir is not None:
         return arguments.manifest_dir
-    return Path(os.environ.get("LAMFORGE_MANIFEST_DIR", "datasets_manifest"))
+    return Path(os.environ.get("LAMFORGE_MANIFEST_DIR", PACKAGED_MANIFEST_DIR))
 
 
 def _load(arguments: argparse.Namespace) -> list[DatasetManifest]:
@@ -103,7 +105,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--manifest-dir",
         type=Path,
         default=None,
-        help="manifest folder (default: $LAMFORGE_MANIFEST_DIR or ./datasets_manifest)",
+        help="manifest folder (default: $LAMFORGE_MANIFEST_DIR or the packaged manifest)",
     )
     commands = parser.add_subparsers(dest="datasets_command", metavar="SUBCOMMAND", required=True)
     for name, handler, help_text in (

@@ -45,6 +45,9 @@ from typing import Any
 
 from ase.data import chemical_symbols
 
+#: The manifest shipped with the package (one TOML file per dataset).
+PACKAGED_MANIFEST_DIR = Path(__file__).resolve().parents[1] / "datasets_manifest"
+
 ROLES = ("pretrain", "downstream", "local")
 PERIODICITIES = ("periodic", "slab", "none", "mixed", "unknown")
 _KNOWN_ELEMENTS = frozenset(chemical_symbols[1:])

@@ -146,3 +146,11 @@ def test_cli_invalid_manifest_exits_with_message(tmp_path, capsys):
     assert "weight must be positive" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="weight must be positive"):
         main(["datasets", "--manifest-dir", str(tmp_path), "list"])
+
+
+def test_the_manifest_ships_inside_the_package():
+    from lamforge.data.manifest import PACKAGED_MANIFEST_DIR
+
+    packaged = sorted(p.name for p in PACKAGED_MANIFEST_DIR.glob("*.toml"))
+    assert len(packaged) == len(load_manifests(PACKAGED_MANIFEST_DIR)) >= 40
+    assert packaged == sorted(p.name for p in MANIFEST_DIR.glob("*.toml"))
