@@ -197,7 +197,7 @@ def transfer(arguments: argparse.Namespace, pretrained: Path) -> list[dict]:
                     "model": {"preset": "dpa2_small", "precision": arguments.precision},
                     "data": {"store": str(store_path),
                              "tasks": {downstream: {"train": [train_name]}},
-                             "frames_per_batch": 1, "statistics_frames": min(size, 50),
+                             "frames_per_batch": 1, "statistics_frames": size,
                              "num_threads": 1},
                     "trainer": _trainer(arguments.finetune_steps, arguments.finetune_lr, 1e-5),
                 },

@@ -91,8 +91,12 @@ def fit_energy_bias(
             residual ``E_label - E_model`` (change-by-statistic, used when fine-tuning).
 
     Returns:
-        The new bias, [num_elements] float64. Elements absent from the data get a least-squares
-        minimum-norm value (0 for "set", unchanged for "change").
+        The new bias, [num_elements] float64. Where the data fix the bias (the atom-count matrix
+        has full column rank) this is the least-squares solution. Otherwise only its component in
+        the span of the counts is fitted and the rest stays at a prior: the pretrained bias for
+        "change" (minimum-norm correction), and the mean energy per atom of the sample for "set"
+        (so elements absent from the data, and compositions outside the span of a few-frame
+        sample, get per-atom energies of the data's scale instead of arbitrary values).
     """
     energy_head = model.head(head)
     num_elements = len(model.elements)
@@ -111,8 +115,10 @@ def fit_energy_bias(
         targets.append(energies.cpu().numpy())
     if not count_rows:
         raise ValueError("fit_energy_bias: no batches given")
-    solution, *_ = np.linalg.lstsq(np.concatenate(count_rows), np.concatenate(targets), rcond=None)
-    bias = torch.from_numpy(solution).to(energy_head.energy_bias)
+    counts, targets = np.concatenate(count_rows), np.concatenate(targets)
+    prior = 0.0 if mode == "change" else targets.sum() / counts.sum()
+    correction, *_ = np.linalg.lstsq(counts, targets - prior * counts.sum(axis=1), rcond=None)
+    bias = torch.from_numpy(prior + correction).to(energy_head.energy_bias)
     if mode == "change":
         bias = energy_head.energy_bias + bias
     energy_head.energy_bias.copy_(bias)

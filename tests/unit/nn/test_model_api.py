@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from ase.build import molecule
 from nn_helpers import (
     ELEMENTS,
     build_model,
@@ -143,6 +144,21 @@ def test_energy_bias_least_squares_recovers_shifts():
     assert torch.allclose(model.head().energy_bias, old_bias + shifts, atol=1e-8)
     with pytest.raises(ValueError, match="2 energies for 5 frames"):
         fit_energy_bias(model, [(inputs, labels[:2])])
+
+
+def test_energy_bias_of_an_underdetermined_sample_stays_near_the_mean_per_atom():
+    """Two compositions cannot fix three biases: the fit reproduces their energies exactly and
+    leaves the unfixed direction at the sample's mean energy per atom (not at arbitrary values)."""
+    model = build_model("new")
+    water, methane = molecule("H2O"), molecule("CH4")
+    inputs = model_input([water, methane], ELEMENTS, [(4.0, 40), (3.0, 20)])
+    counts = torch.tensor([[2.0, 0.0, 1.0], [4.0, 1.0, 0.0]], dtype=torch.float64)  # H C O
+    labels = counts @ torch.tensor([-13.0, -1030.0, -2040.0], dtype=torch.float64)
+    bias = fit_energy_bias(model, [(inputs, labels)], mode="set")
+    assert torch.allclose(counts @ bias, labels, atol=1e-8)
+    per_atom = float(labels.sum() / counts.sum())
+    null = torch.tensor([1.0, -4.0, -2.0], dtype=torch.float64)  # counts @ null == 0
+    assert float((bias - per_atom) @ null) == pytest.approx(0.0, abs=1e-8)
 
 
 def test_heads_share_the_descriptor_and_differ_by_bias():
