@@ -12,6 +12,7 @@ from lamforge.data.format import DatasetInfo
 from lamforge.data.ingest import import_sources
 from lamforge.data.store import Store
 from lamforge.nn.checkpoint import load_checkpoint
+from lamforge.nn.loading import load_model
 from lamforge.testing.tiny_models import tiny_dpa2_config
 from lamforge.train.config import FinetuneSection, RunConfig
 from lamforge.train.run import run
@@ -68,6 +69,27 @@ def test_multitask_run_writes_model_and_curves(store, tmp_path):
     assert {task for _, task, _ in _losses(tmp_path / "run" / "curves.csv")} <= {"bulk", "surfaces"}
     assert (tmp_path / "run" / "curves.png").is_file()
     assert (tmp_path / "run" / "config.yaml").is_file()
+    # A training checkpoint reads back as the model of its step: the last one is the final model.
+    checkpoint = load_model(tmp_path / "run" / "checkpoints" / "ckpt-00000006.pt")
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(checkpoint.state_dict()[name], tensor), name
+
+
+def test_statistics_sample_is_drawn_across_a_grouped_dataset(store):
+    """The first frames of a store are often one group: the sample must reach beyond them."""
+    from lamforge.train.run import _loader, _sample, build_model
+    from lamforge.train.run import _sources as sources
+
+    config = _config(store, "unused", tasks=("bulk",))
+    model = build_model(config, ("Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au"))
+    task_sources = sources(Store.open(store), config.data.tasks["bulk"], False)
+    loader = _loader(config, task_sources, model, shuffle=False)
+    first = _sample(Store.open(store), loader, model, {"bulk": "bulk"}, 4, seed=0)["bulk"]
+    other = _sample(Store.open(store), loader, model, {"bulk": "bulk"}, 4, seed=1)["bulk"]
+    loader.close()
+    assert sum(batch.labels.num_atoms.numel() for batch in first) == 4
+    positions = [torch.cat([b.inputs.positions for b in sample]) for sample in (first, other)]
+    assert not torch.equal(*positions)  # seeded: another seed, another sample
 
 
 def test_split_gives_validation_metrics(store, tmp_path):

@@ -87,7 +87,8 @@ class DataSection:
         frames_per_batch: Frames per batch (deepmd-kit's ``batch_size``); or None with
             ``max_atoms``.
         max_atoms: Atom budget per batch instead of a frame count.
-        statistics_frames: Frames per task for environment statistics and the energy bias.
+        statistics_frames: Frames per dataset, drawn at random, for environment statistics and
+            the energy bias.
         num_threads: Threads of the loader (0: all cores).
     """
 

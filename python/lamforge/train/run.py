@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import torch
 import torch.distributed as dist
@@ -134,16 +135,27 @@ def _loader(config: RunConfig, sources, model: DPA2Model, **options) -> StoreLoa
 
 
 def _sample(
-    store: Store, loader: StoreLoader, model: DPA2Model, tasks: dict[str, str], count: int
+    store: Store,
+    loader: StoreLoader,
+    model: DPA2Model,
+    tasks: dict[str, str],
+    count: int,
+    seed: int,
 ) -> dict[str, list[TrainingBatch]]:
-    """The first ``count`` training frames of each dataset, as batches of its task."""
+    """``count`` random training frames of each dataset, as batches of its task.
+
+    Seeded by the run's seed. Random, not the first frames: stores are often grouped (by
+    composition, trajectory or source file), and statistics or energy biases from one group
+    misfit the others.
+    """
     samples: dict[str, list[TrainingBatch]] = {task: [] for task in set(tasks.values())}
     for dataset_id, name in enumerate(loader.dataset_names):
         source = loader.config.datasets[dataset_id]
-        ids = list(
+        ids = np.asarray(
             source.frames if source.frames is not None else range(store.info(name).num_frames)
         )
-        ids = ids[:count]
+        rng = np.random.default_rng([seed, dataset_id])
+        ids = np.sort(rng.choice(ids, size=min(count, len(ids)), replace=False)).tolist()
         for start in range(0, len(ids), 8):
             pairs = [(dataset_id, int(i)) for i in ids[start : start + 8]]
             batch = training_batch(loader.collate(pairs), model.elements, tasks)
@@ -175,7 +187,7 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True) -> Train
         rank=rank, world_size=world_size,
     )  # fmt: skip
     if not resume:
-        samples = _sample(store, loader, model, tasks, config.data.statistics_frames)
+        samples = _sample(store, loader, model, tasks, config.data.statistics_frames, config.seed)
         if config.finetune is None:
             initialize_from_data(model, samples)
         else:
