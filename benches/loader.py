@@ -263,13 +263,16 @@ def main() -> None:
     parser.add_argument("--synthetic-frames", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--datasets", nargs="+", default=["mptrj", "water", "synthetic"], help="which to measure"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
     store = build_store(args.workdir, args.data, args.synthetic_frames)
     rows = []
-    for name in ("mptrj", "water", "synthetic"):
+    for name in args.datasets:
         rows.extend(benchmark(store, name, args))
     print(
         "\n| dataset | method | frames/s | vs zarr-python | vs npy mmap |\n|---|---|---:|---:|---:|"
