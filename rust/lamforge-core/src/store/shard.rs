@@ -223,4 +223,26 @@ mod tests {
         let error = shard.read_chunk(0, 200).unwrap_err().to_string();
         assert!(error.contains("inner chunk 0"), "{error}");
     }
+
+    #[test]
+    fn the_reused_context_decodes_after_a_failure() {
+        // One zstd context per thread serves every chunk: a failed decode must not leak into
+        // the next one.
+        let good = scratch("reuse-good");
+        let chunk: Vec<u8> = (0..300).map(|v| (v % 11) as u8).collect();
+        write_shard(&good, &[Some(chunk.clone()), Some(vec![1u8; 40])]);
+        let bad = scratch("reuse-bad");
+        write_shard(&bad, &[Some(chunk.clone())]);
+        let mut bytes = std::fs::read(&bad).unwrap();
+        bytes[8] ^= 0x33;
+        std::fs::write(&bad, &bytes).unwrap();
+        let good = Shard::open(&good, 2).unwrap().unwrap();
+        let bad = Shard::open(&bad, 1).unwrap().unwrap();
+        for _ in 0..3 {
+            assert!(bad.read_chunk(0, 300).is_err());
+            assert_eq!(good.read_chunk(0, 300).unwrap(), Some(chunk.clone()));
+            assert!(good.read_chunk(1, 300).is_err(), "wrong size must still be caught");
+            assert_eq!(good.read_chunk(1, 40).unwrap(), Some(vec![1u8; 40]));
+        }
+    }
 }
