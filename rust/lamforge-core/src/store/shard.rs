@@ -241,7 +241,10 @@ mod tests {
         for _ in 0..3 {
             assert!(bad.read_chunk(0, 300).is_err());
             assert_eq!(good.read_chunk(0, 300).unwrap(), Some(chunk.clone()));
-            assert!(good.read_chunk(1, 300).is_err(), "wrong size must still be caught");
+            assert!(
+                good.read_chunk(1, 300).is_err(),
+                "wrong size must still be caught"
+            );
             assert_eq!(good.read_chunk(1, 40).unwrap(), Some(vec![1u8; 40]));
         }
     }
