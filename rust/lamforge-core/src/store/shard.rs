@@ -20,7 +20,7 @@ thread_local! {
     /// One zstd decompression context and one buffer of compressed bytes per thread, reused for
     /// every inner chunk. Creating a context per chunk cost about half of a cold read: zstd
     /// probes the CPU with `cpuid` in `ZSTD_createDCtx`, which traps to the hypervisor on a
-    /// virtual machine, and the context (~100 KB) is allocated and freed each time.
+    /// virtual machine, and the context (96 KB) is allocated and freed each time.
     static SCRATCH: RefCell<Option<(zstd::bulk::Decompressor<'static>, Vec<u8>)>> =
         const { RefCell::new(None) };
 }
