@@ -11,8 +11,9 @@ the default layout; ``synthetic-fast`` holds the same synthetic frames written w
 ``zstd_level=FAST_ZSTD_LEVEL`` (a hot training store). Each dataset's layout (inner chunk atoms,
 zstd level, bytes on disk) is printed with its rows.
 
-Measured in one run, frames per second of wall time, the best of ``--repeats`` runs (each with a
-fresh loader, so a cold chunk cache) because the machine may be shared:
+Measured in one run, frames per second of wall time and CPU microseconds per frame (process CPU
+time, all threads), each the best of ``--repeats`` runs (each with a fresh loader, so a cold chunk
+cache) because the machine may be shared:
 
 * ``npy mmap`` (ceiling): the same arrays as memory-mapped ``.npy`` files, each frame sliced out
   with NumPy and concatenated, no decompression;
@@ -41,6 +42,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -125,13 +127,32 @@ def random_batches(num_frames: int, count: int, seed: int) -> list[np.ndarray]:
     return [rng.choice(num_frames, BATCH, replace=False) for _ in range(count)]
 
 
-def rate(run: Callable[[np.ndarray], object], batches: list[np.ndarray]) -> float:
-    """Frames per second of ``run`` over ``batches`` (after one untimed warm-up batch)."""
+class Rate(NamedTuple):
+    """Frames per second of wall time, and CPU microseconds per frame of the whole process (all
+    its threads): on a shared machine the CPU time is the steadier of the two."""
+
+    frames_per_second: float
+    cpu_us_per_frame: float
+
+
+class Clock:
+    """Wall and process CPU time since construction."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def rate(self, frames: int) -> Rate:
+        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        return Rate(frames / wall, cpu / frames * 1e6)
+
+
+def rate(run: Callable[[np.ndarray], object], batches: list[np.ndarray]) -> Rate:
+    """Speed of ``run`` over ``batches`` (after one untimed warm-up batch)."""
     run(batches[0])
-    start = time.perf_counter()
+    clock = Clock()
     for batch in batches[1:]:
         run(batch)
-    return BATCH * (len(batches) - 1) / (time.perf_counter() - start)
+    return clock.rate(BATCH * (len(batches) - 1))
 
 
 def npy_batch(arrays: dict[str, np.ndarray]) -> Callable[[np.ndarray], object]:
@@ -150,15 +171,15 @@ def npy_batch(arrays: dict[str, np.ndarray]) -> Callable[[np.ndarray], object]:
     return run
 
 
-def loader_order_rate(config: LoaderConfig, count: int) -> float:
+def loader_order_rate(config: LoaderConfig, count: int) -> Rate:
     with config.build() as loader:
         iterator = iter(loader)
         next(iterator)
-        start = time.perf_counter()
+        clock = Clock()
         frames = 0
         for _, batch in zip(range(count - 1), iterator, strict=False):
             frames += batch.num_frames
-        return frames / (time.perf_counter() - start)
+        return clock.rate(frames)
 
 
 def deepmd_rates(data: Path, count: int, seed: int) -> tuple[float, float]:
@@ -202,13 +223,14 @@ def deepmd_rates(data: Path, count: int, seed: int) -> tuple[float, float]:
     return results[0], results[1]
 
 
-def best(repeats: int, measure: Callable[[], float]) -> float:
-    """The best of ``repeats`` fresh measurements: the machine is shared, so the fastest run is
-    the one least disturbed by other jobs."""
-    return max(measure() for _ in range(repeats))
+def best(repeats: int, measure: Callable[[], Rate]) -> Rate:
+    """The best of ``repeats`` fresh measurements (highest rate, least CPU time, each on its
+    own): the machine is shared, so the fastest run is the one least disturbed by other jobs."""
+    rates = [measure() for _ in range(repeats)]
+    return Rate(max(r.frames_per_second for r in rates), min(r.cpu_us_per_frame for r in rates))
 
 
-def uniform_rate(config: LoaderConfig, batches: list[np.ndarray], warm: int = 0) -> float:
+def uniform_rate(config: LoaderConfig, batches: list[np.ndarray], warm: int = 0) -> Rate:
     """Uniformly random frames collated on demand by a fresh loader: with a cold chunk cache, or
     after reading the first ``warm`` frames once (untimed)."""
     with config.build() as loader:
@@ -227,16 +249,13 @@ def benchmark(store: Store, name: str, args: argparse.Namespace) -> list[dict]:
     stored = layout(store, name)
     print(f"{name}: {num_frames} frames; {stored}", flush=True)
 
-    def add(method: str, frames_per_second: float) -> None:
-        rows.append(
-            {
-                "dataset": name,
-                "layout": stored,
-                "method": method,
-                "frames_per_second": frames_per_second,
-            }
+    def add(method: str, speed: Rate) -> None:
+        rows.append({"dataset": name, "layout": stored, "method": method, **speed._asdict()})
+        print(
+            f"  {name:14s} {method:46s} {speed.frames_per_second:12,.0f} frames/s "
+            f"{speed.cpu_us_per_frame:8.1f} CPU us/frame",
+            flush=True,
         )
-        print(f"  {name:14s} {method:46s} {frames_per_second:12,.0f} frames/s", flush=True)
 
     arrays = export_npy(store, name, args.workdir / "npy" / name)
     add("npy mmap (ceiling)", best(repeats, lambda: rate(npy_batch(arrays), batches)))
@@ -277,8 +296,11 @@ def benchmark(store: Store, name: str, args: argparse.Namespace) -> list[dict]:
     )
     if name == "water":
         rates = [deepmd_rates(args.data, args.batches, args.seed) for _ in range(repeats)]
-        add("deepmd-kit DpLoaderSet, arrays", max(r[0] for r in rates))
-        add("deepmd-kit DpLoaderSet + neighbour lists", max(r[1] for r in rates))
+        add("deepmd-kit DpLoaderSet, arrays", Rate(max(r[0] for r in rates), float("nan")))
+        add(
+            "deepmd-kit DpLoaderSet + neighbour lists",
+            Rate(max(r[1] for r in rates), float("nan")),
+        )
     return rows
 
 
@@ -313,15 +335,16 @@ def main() -> None:
     for name in args.datasets:
         rows.extend(benchmark(store, name, args))
     print(
-        "\n| dataset (layout) | method | frames/s | vs zarr-python | vs npy mmap |\n"
-        "|---|---|---:|---:|---:|"
+        "\n| dataset (layout) | method | frames/s | vs zarr-python | vs npy mmap | CPU µs/frame |"
+        "\n|---|---|---:|---:|---:|---:|"
     )
     for row in rows:
         same = {r["method"]: r["frames_per_second"] for r in rows if r["dataset"] == row["dataset"]}
         value = row["frames_per_second"]
         print(
             f"| {row['dataset']} ({row['layout']}) | {row['method']} | {value:,.0f} | "
-            f"{value / same['zarr-python']:,.1f}x | {value / same['npy mmap (ceiling)']:.0%} |"
+            f"{value / same['zarr-python']:,.1f}x | {value / same['npy mmap (ceiling)']:.0%} | "
+            f"{row['cpu_us_per_frame']:.1f} |"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
