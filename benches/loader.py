@@ -6,10 +6,14 @@ Usage (from the repository root, ``../shared/data`` present)::
 
 Datasets: MPtrj (``mptrj-random-1k.xyz``, 1,000 bulk frames of 2-192 atoms), water (the DeePMD
 ``deepmd/water`` systems, 400 frames of 192 atoms) and a synthetic set of 20,000 periodic frames of
-8 to 256 atoms at liquid density, all imported into one store (built once in ``--workdir``).
+8 to 256 atoms at liquid density, all imported into one store (built once in ``--workdir``) with
+the default layout; ``synthetic-fast`` holds the same synthetic frames written with
+``zstd_level=FAST_ZSTD_LEVEL`` (a hot training store). Each dataset's layout (inner chunk atoms,
+zstd level, bytes on disk) is printed with its rows.
 
-Measured in one run, frames per second of wall time, the best of ``--repeats`` runs (each with a
-fresh loader, so a cold chunk cache) because the machine may be shared:
+Measured in one run, frames per second of wall time and CPU microseconds per frame (process CPU
+time, all threads), each the best of ``--repeats`` runs (each with a fresh loader, so a cold chunk
+cache) because the machine may be shared:
 
 * ``npy mmap`` (ceiling): the same arrays as memory-mapped ``.npy`` files, each frame sliced out
   with NumPy and concatenated, no decompression;
@@ -17,7 +21,10 @@ fresh loader, so a cold chunk cache) because the machine may be shared:
   store, one orthogonal selection per array and batch);
 * ``lamforge arrays, uniform``: the Rust loader collating uniformly random frames
   (``StoreLoader.collate``, synchronous, no prefetch), with the default 256 MB chunk cache and
-  with a 1 MB one (every batch decodes its chunks again);
+  with a 1 MB one (every batch decodes its chunks again). "Cold" is a fresh loader (empty chunk
+  cache; the files are in the page cache, as for npy); "warm" is the same batches after the
+  loader has read every frame once (steady state of later epochs when the decoded dataset fits
+  the cache);
 * ``lamforge arrays, loader order``: iterating the loader over one epoch (shard-aware shuffle,
   prefetch);
 * ``lamforge full``: the same with both DPA-2 neighbour lists (6 Å / 120 and 4 Å / 48);
@@ -35,12 +42,13 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import zarr
 
-from lamforge.data.format import DatasetInfo
+from lamforge.data.format import FAST_ZSTD_LEVEL, DatasetInfo
 from lamforge.data.frames import Frame
 from lamforge.data.ingest import import_sources
 from lamforge.data.loader import DPA2_NEIGHBORS, DatasetSource, LoaderConfig
@@ -80,12 +88,24 @@ def build_store(workdir: Path, data: Path, synthetic: int) -> Store:
         if name not in store:
             print(f"importing {name} ...", flush=True)
             import_sources(store, DatasetInfo(name=name), paths)
-    if "synthetic" not in store:
-        print(f"writing {synthetic} synthetic frames ...", flush=True)
-        with store.writer(DatasetInfo(name="synthetic", source=("synthetic",))) as writer:
-            for frame in synthetic_frames(synthetic, seed=0):
-                writer.add(frame)
+    for name, level in (("synthetic", None), ("synthetic-fast", FAST_ZSTD_LEVEL)):
+        if name not in store:
+            print(f"writing {synthetic} synthetic frames into {name} ...", flush=True)
+            info = DatasetInfo(name=name, source=("synthetic",))
+            options = {} if level is None else {"zstd_level": level}
+            with store.writer(info, **options) as writer:
+                for frame in synthetic_frames(synthetic, seed=0):
+                    writer.add(frame)
     return store
+
+
+def layout(store: Store, name: str) -> str:
+    """Inner chunk size and zstd level of the per-atom arrays, and the dataset's bytes on disk."""
+    metadata = json.loads((store.path / name / "positions" / "zarr.json").read_text())
+    sharding = metadata["codecs"][0]["configuration"]
+    level = sharding["codecs"][1]["configuration"]["level"]
+    size = sum(path.stat().st_size for path in (store.path / name).rglob("*") if path.is_file())
+    return f"{sharding['chunk_shape'][0]}-atom chunks, zstd {level}, {size / 1e6:.1f} MB"
 
 
 def export_npy(store: Store, name: str, folder: Path) -> dict[str, np.ndarray]:
@@ -107,13 +127,32 @@ def random_batches(num_frames: int, count: int, seed: int) -> list[np.ndarray]:
     return [rng.choice(num_frames, BATCH, replace=False) for _ in range(count)]
 
 
-def rate(run: Callable[[np.ndarray], object], batches: list[np.ndarray]) -> float:
-    """Frames per second of ``run`` over ``batches`` (after one untimed warm-up batch)."""
+class Rate(NamedTuple):
+    """Frames per second of wall time, and CPU microseconds per frame of the whole process (all
+    its threads): on a shared machine the CPU time is the steadier of the two."""
+
+    frames_per_second: float
+    cpu_us_per_frame: float
+
+
+class Clock:
+    """Wall and process CPU time since construction."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def rate(self, frames: int) -> Rate:
+        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        return Rate(frames / wall, cpu / frames * 1e6)
+
+
+def rate(run: Callable[[np.ndarray], object], batches: list[np.ndarray]) -> Rate:
+    """Speed of ``run`` over ``batches`` (after one untimed warm-up batch)."""
     run(batches[0])
-    start = time.perf_counter()
+    clock = Clock()
     for batch in batches[1:]:
         run(batch)
-    return BATCH * (len(batches) - 1) / (time.perf_counter() - start)
+    return clock.rate(BATCH * (len(batches) - 1))
 
 
 def npy_batch(arrays: dict[str, np.ndarray]) -> Callable[[np.ndarray], object]:
@@ -132,15 +171,15 @@ def npy_batch(arrays: dict[str, np.ndarray]) -> Callable[[np.ndarray], object]:
     return run
 
 
-def loader_order_rate(config: LoaderConfig, count: int) -> float:
+def loader_order_rate(config: LoaderConfig, count: int) -> Rate:
     with config.build() as loader:
         iterator = iter(loader)
         next(iterator)
-        start = time.perf_counter()
+        clock = Clock()
         frames = 0
         for _, batch in zip(range(count - 1), iterator, strict=False):
             frames += batch.num_frames
-        return frames / (time.perf_counter() - start)
+        return clock.rate(frames)
 
 
 def deepmd_rates(data: Path, count: int, seed: int) -> tuple[float, float]:
@@ -184,15 +223,19 @@ def deepmd_rates(data: Path, count: int, seed: int) -> tuple[float, float]:
     return results[0], results[1]
 
 
-def best(repeats: int, measure: Callable[[], float]) -> float:
-    """The best of ``repeats`` fresh measurements: the machine is shared, so the fastest run is
-    the one least disturbed by other jobs."""
-    return max(measure() for _ in range(repeats))
+def best(repeats: int, measure: Callable[[], Rate]) -> Rate:
+    """The best of ``repeats`` fresh measurements (highest rate, least CPU time, each on its
+    own): the machine is shared, so the fastest run is the one least disturbed by other jobs."""
+    rates = [measure() for _ in range(repeats)]
+    return Rate(max(r.frames_per_second for r in rates), min(r.cpu_us_per_frame for r in rates))
 
 
-def uniform_rate(config: LoaderConfig, batches: list[np.ndarray]) -> float:
-    """Uniformly random frames collated on demand, by a fresh loader (cold chunk cache)."""
+def uniform_rate(config: LoaderConfig, batches: list[np.ndarray], warm: int = 0) -> Rate:
+    """Uniformly random frames collated on demand by a fresh loader: with a cold chunk cache, or
+    after reading the first ``warm`` frames once (untimed)."""
     with config.build() as loader:
+        for start in range(0, warm, 256):
+            loader.collate([(0, f) for f in range(start, min(start + 256, warm))])
         return rate(lambda frames: loader.collate([(0, int(f)) for f in frames]), batches)
 
 
@@ -203,9 +246,16 @@ def benchmark(store: Store, name: str, args: argparse.Namespace) -> list[dict]:
     repeats = args.repeats
     rows = []
 
-    def add(method: str, frames_per_second: float) -> None:
-        rows.append({"dataset": name, "method": method, "frames_per_second": frames_per_second})
-        print(f"  {name:10s} {method:40s} {frames_per_second:12,.0f} frames/s", flush=True)
+    stored = layout(store, name)
+    print(f"{name}: {num_frames} frames; {stored}", flush=True)
+
+    def add(method: str, speed: Rate) -> None:
+        rows.append({"dataset": name, "layout": stored, "method": method, **speed._asdict()})
+        print(
+            f"  {name:14s} {method:46s} {speed.frames_per_second:12,.0f} frames/s "
+            f"{speed.cpu_us_per_frame:8.1f} CPU us/frame",
+            flush=True,
+        )
 
     arrays = export_npy(store, name, args.workdir / "npy" / name)
     add("npy mmap (ceiling)", best(repeats, lambda: rate(npy_batch(arrays), batches)))
@@ -221,7 +271,11 @@ def benchmark(store: Store, name: str, args: argparse.Namespace) -> list[dict]:
         neighbors=(),
     )
     small_cache = replace(base, cache_megabytes=1)
-    add("lamforge arrays, uniform", best(repeats, lambda: uniform_rate(base, batches)))
+    add("lamforge arrays, uniform, cold", best(repeats, lambda: uniform_rate(base, batches)))
+    add(
+        "lamforge arrays, uniform, warm (after 1 pass)",
+        best(repeats, lambda: uniform_rate(base, batches, warm=num_frames)),
+    )
     add(
         "lamforge arrays, uniform, 1 MB cache",
         best(repeats, lambda: uniform_rate(small_cache, batches)),
@@ -242,8 +296,11 @@ def benchmark(store: Store, name: str, args: argparse.Namespace) -> list[dict]:
     )
     if name == "water":
         rates = [deepmd_rates(args.data, args.batches, args.seed) for _ in range(repeats)]
-        add("deepmd-kit DpLoaderSet, arrays", max(r[0] for r in rates))
-        add("deepmd-kit DpLoaderSet + neighbour lists", max(r[1] for r in rates))
+        add("deepmd-kit DpLoaderSet, arrays", Rate(max(r[0] for r in rates), float("nan")))
+        add(
+            "deepmd-kit DpLoaderSet + neighbour lists",
+            Rate(max(r[1] for r in rates), float("nan")),
+        )
     return rows
 
 
@@ -263,23 +320,31 @@ def main() -> None:
     parser.add_argument("--synthetic-frames", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=["mptrj", "water", "synthetic", "synthetic-fast"],
+        help="which to measure",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
     store = build_store(args.workdir, args.data, args.synthetic_frames)
     rows = []
-    for name in ("mptrj", "water", "synthetic"):
+    for name in args.datasets:
         rows.extend(benchmark(store, name, args))
     print(
-        "\n| dataset | method | frames/s | vs zarr-python | vs npy mmap |\n|---|---|---:|---:|---:|"
+        "\n| dataset (layout) | method | frames/s | vs zarr-python | vs npy mmap | CPU µs/frame |"
+        "\n|---|---|---:|---:|---:|---:|"
     )
     for row in rows:
         same = {r["method"]: r["frames_per_second"] for r in rows if r["dataset"] == row["dataset"]}
         value = row["frames_per_second"]
         print(
-            f"| {row['dataset']} | {row['method']} | {value:,.0f} | "
-            f"{value / same['zarr-python']:,.1f}x | {value / same['npy mmap (ceiling)']:.0%} |"
+            f"| {row['dataset']} ({row['layout']}) | {row['method']} | {value:,.0f} | "
+            f"{value / same['zarr-python']:,.1f}x | {value / same['npy mmap (ceiling)']:.0%} | "
+            f"{row['cpu_us_per_frame']:.1f} |"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

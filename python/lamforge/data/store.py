@@ -19,7 +19,13 @@ from pathlib import Path
 import polars as pl
 import zarr
 
-from lamforge.data.format import INDEX_FILE, SCHEMA_VERSION, STORE_MARKER, DatasetInfo
+from lamforge.data.format import (
+    INDEX_FILE,
+    SCHEMA_VERSION,
+    STORE_MARKER,
+    ZSTD_LEVEL,
+    DatasetInfo,
+)
 from lamforge.data.index import write_index
 from lamforge.data.reader import DatasetReader
 from lamforge.data.writer import PROGRESS_FILE, REPLACED_SUFFIX, DatasetWriter
@@ -136,9 +142,18 @@ class Store:
         return (self.staging_root / name / PROGRESS_FILE).is_file()
 
     def writer(
-        self, info: DatasetInfo, *, resume: bool = False, overwrite: bool = False
+        self,
+        info: DatasetInfo,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        zstd_level: int = ZSTD_LEVEL,
     ) -> DatasetWriter:
-        """A writer for a new dataset ``info.name`` (see ``DatasetWriter``)."""
+        """A writer for a new dataset ``info.name`` (see ``DatasetWriter``).
+
+        ``zstd_level=format.FAST_ZSTD_LEVEL`` writes a hot training store: faster random reads,
+        about 5% larger.
+        """
         check_dataset_name(info.name)
         return DatasetWriter(
             staging=self.staging_root / info.name,
@@ -146,6 +161,7 @@ class Store:
             info=info,
             resume=resume,
             overwrite=overwrite,
+            zstd_level=zstd_level,
         )
 
     def delete(self, name: str) -> None:

@@ -5,7 +5,13 @@ import pytest
 import zarr
 from data_helpers import frames_of, write_dataset
 
-from lamforge.data.format import ARRAYS, SCHEMA_VERSION, DatasetInfo, LevelOfTheory
+from lamforge.data.format import (
+    ARRAYS,
+    FAST_ZSTD_LEVEL,
+    SCHEMA_VERSION,
+    DatasetInfo,
+    LevelOfTheory,
+)
 from lamforge.data.frames import Frame
 from lamforge.data.store import Store
 
@@ -71,6 +77,37 @@ def test_dtypes_attributes_and_chunking_are_as_documented(store, demo):
     offsets = group["atom_offsets"][:]
     assert offsets[0] == 0 and offsets[-1] == attributes["num_atoms"]
     assert np.all(np.diff(offsets) > 0)
+
+
+def test_fast_zstd_level_is_recorded_and_reads_the_same(store, demo):
+    frames = frames_of(demo["bulk"])
+    write_dataset(store, "default", frames)
+    fast = store.writer(DatasetInfo(name="fast", source=("x",)), zstd_level=FAST_ZSTD_LEVEL)
+    for frame in frames:
+        fast.add(frame)
+    fast.commit()
+    for name in ("positions", "forces", "virial", "has_virial"):
+        metadata = json.loads((store.path / "fast" / name / "zarr.json").read_text())
+        zstd = metadata["codecs"][0]["configuration"]["codecs"][1]
+        assert zstd["configuration"]["level"] == FAST_ZSTD_LEVEL, name
+    order = np.arange(len(frames))[::-1]
+    expected, got = (
+        store.reader("default").read_frames(order),
+        store.reader("fast").read_frames(order),
+    )
+    for position in range(len(order)):
+        np.testing.assert_array_equal(
+            got.frame(position).positions, expected.frame(position).positions
+        )
+        np.testing.assert_array_equal(got.frame(position).forces, expected.frame(position).forces)
+    with pytest.raises(ValueError, match="zstd_level"):
+        store.writer(DatasetInfo(name="bad"), zstd_level=23)
+    # An interrupted import resumes only at the level it started with.
+    partial = store.writer(DatasetInfo(name="partial", source=("x",)), zstd_level=FAST_ZSTD_LEVEL)
+    partial.add(frames[0])
+    partial.flush()
+    with pytest.raises(ValueError, match="zstd level -1"):
+        store.writer(DatasetInfo(name="partial", source=("x",)), resume=True)
 
 
 def test_label_appearing_late_is_masked(store):

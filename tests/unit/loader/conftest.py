@@ -5,14 +5,29 @@ from __future__ import annotations
 import pytest
 from loader_helpers import LoaderStore, random_frames, write_store
 
+from lamforge.data.format import FAST_ZSTD_LEVEL
 
-@pytest.fixture(scope="session")
-def loader_store(tmp_path_factory: pytest.TempPathFactory) -> LoaderStore:
+
+def three_datasets():
     """Three datasets: triclinic bulk, slabs periodic in x and y, molecules without a cell."""
-    frames = {
+    return {
         "bulk": random_frames(1, 60, (2, 24), (True, True, True)),
         "slab": random_frames(2, 25, (6, 30), (True, True, False)),
         "molecules": random_frames(3, 40, (1, 12), (False, False, False)),
     }
+
+
+@pytest.fixture(scope="session")
+def loader_store(tmp_path_factory: pytest.TempPathFactory) -> LoaderStore:
+    """``three_datasets`` at the default zstd level."""
+    frames = three_datasets()
     path = write_store(tmp_path_factory.mktemp("loader") / "store.zarr", frames)
+    return LoaderStore(path=path, frames=frames)
+
+
+@pytest.fixture(scope="session")
+def fast_loader_store(tmp_path_factory: pytest.TempPathFactory) -> LoaderStore:
+    """The same frames written at ``FAST_ZSTD_LEVEL`` (a hot training store)."""
+    frames = three_datasets()
+    path = write_store(tmp_path_factory.mktemp("fast") / "store.zarr", frames, FAST_ZSTD_LEVEL)
     return LoaderStore(path=path, frames=frames)

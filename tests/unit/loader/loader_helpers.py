@@ -67,13 +67,16 @@ class LoaderStore:
     frames: dict[str, list[Frame]]
 
 
-def write_store(path: Path, datasets: dict[str, list[Frame]]) -> Path:
+def write_store(
+    path: Path, datasets: dict[str, list[Frame]], zstd_level: int = store_format.ZSTD_LEVEL
+) -> Path:
     store = Store.open(path, create=True)
     with pytest.MonkeyPatch.context() as patch:
         for name, value in SMALL_CHUNKS.items():
             patch.setattr(store_format, name, value)
         for name, frames in datasets.items():
-            writer = store.writer(DatasetInfo(name=name, source=(f"test-{name}",)))
+            info = DatasetInfo(name=name, source=(f"test-{name}",))
+            writer = store.writer(info, zstd_level=zstd_level)
             writer.flush_atoms = 100
             for frame in frames:
                 writer.add(frame)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
 import torch
 from loader_helpers import zarr_frame
 
+from lamforge.data.format import FAST_ZSTD_LEVEL
 from lamforge.data.loader import DatasetSource, LoaderConfig, NeighborSpec
 from lamforge.neighbors import dense_neighbor_lists
 
@@ -60,6 +62,22 @@ def test_every_frame_equals_what_zarr_python_reads(loader_store):
                         assert (values == 0).all()
                 seen += 1
     assert seen == sum(len(frames) for frames in loader_store.frames.values())
+
+
+def test_a_fast_zstd_level_store_gives_the_same_batches(loader_store, fast_loader_store):
+    level = json.loads((fast_loader_store.path / "bulk" / "positions" / "zarr.json").read_text())
+    inner = level["codecs"][0]["configuration"]["codecs"]
+    assert inner[1]["configuration"]["level"] == FAST_ZSTD_LEVEL
+    options = {"neighbors": (), "batch_size": 9, "cache_megabytes": 0}
+    with (
+        config(loader_store.path, **options).build() as default,
+        config(fast_loader_store.path, **options).build() as fast,
+    ):
+        pairs = list(zip(default, fast, strict=True))
+    assert len(pairs) > 5
+    for expected, got in pairs:
+        for name in ("positions", "atomic_numbers", "forces", "cell", "energy", "has_forces"):
+            assert torch.equal(getattr(got, name), getattr(expected, name)), name
 
 
 def test_labels_match_the_frames_written(loader_store):

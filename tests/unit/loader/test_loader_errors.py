@@ -5,9 +5,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
-from loader_helpers import random_frames, write_store
+from loader_helpers import random_frames, write_store, zarr_frame
 
+from lamforge.data.format import FAST_ZSTD_LEVEL, ZSTD_LEVEL
 from lamforge.data.loader import DatasetSource, LoaderConfig, NeighborSpec, StoreError
 
 
@@ -46,6 +48,39 @@ def test_corrupted_chunk_names_dataset_array_and_frame(small_store):
     assert "array 'positions'" in message
     assert "frame " in message
     assert str(shard) in message
+
+
+@pytest.mark.parametrize("zstd_level", [ZSTD_LEVEL, FAST_ZSTD_LEVEL])
+def test_a_corrupted_chunk_is_named_and_later_reads_still_decode(tmp_path, zstd_level):
+    # Each collating thread reuses one zstd context: a failed decode must neither hide the
+    # names in the error nor spoil the next chunks the thread decodes.
+    frames = random_frames(5, 40, (3, 20), (True,) * 3)
+    store = write_store(tmp_path / "store.zarr", {"water": frames}, zstd_level)
+    shard = shard_files(store, "forces")[1]
+    data = bytearray(shard.read_bytes())
+    for offset in range(20, 40):
+        data[offset] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    config = LoaderConfig(
+        store=store,
+        datasets=(DatasetSource(name="water"),),
+        neighbors=(),
+        num_threads=2,
+        cache_megabytes=0,
+    )
+    with config.build() as loader:
+        with pytest.raises(StoreError) as error:
+            loader.collate([(0, frame) for frame in range(40)])
+        message = str(error.value)
+        assert "dataset 'water'" in message and "array 'forces'" in message, message
+        assert "frame " in message and str(shard) in message, message
+        for _ in range(3):
+            batch = loader.collate([(0, 0), (0, 1), (0, 3)])
+            for position, frame in enumerate((0, 1, 3)):
+                expected = zarr_frame(store, "water", frame)
+                atoms = batch.frame_slice(position)
+                np.testing.assert_array_equal(batch.positions[atoms].numpy(), expected["positions"])
+                np.testing.assert_array_equal(batch.forces[atoms].numpy(), expected["forces"])
 
 
 def test_truncated_shard_index_is_reported(small_store):

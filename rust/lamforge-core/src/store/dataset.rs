@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::array::{ArrayMeta, DataType};
-use super::cache::Lru;
+use super::cache::ClockCache;
 use super::shard::Shard;
 use crate::error::{CoreError, Result};
 
@@ -141,11 +141,11 @@ impl Element for bool {
 /// Key of a decoded inner chunk in the chunk cache shared by all datasets of a loader.
 pub type ChunkKey = (u32, u8, usize);
 /// Decoded inner chunks (`None`: an inner chunk the shard does not hold, all fill values).
-pub type ChunkCache = Lru<ChunkKey, Option<Vec<u8>>>;
+pub type ChunkCache = ClockCache<ChunkKey, Option<Vec<u8>>>;
 /// Key of an open shard file: (dataset id, field, shard number).
 pub type ShardKey = (u32, u8, usize);
 /// Open shard files with their indexes (`None`: the file does not exist).
-pub type ShardCache = Lru<ShardKey, Option<Shard>>;
+pub type ShardCache = ClockCache<ShardKey, Option<Shard>>;
 
 /// The caches the datasets of one loader share.
 #[derive(Debug, Clone)]

@@ -14,5 +14,5 @@ pub mod cache;
 pub mod dataset;
 pub mod shard;
 
-pub use cache::{CacheStats, Lru};
+pub use cache::{CacheStats, ClockCache};
 pub use dataset::{Caches, ChunkCache, Dataset, Element, Field, ShardCache};
