@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import zarr
 
-from lamforge.data.format import FAST_ZSTD_LEVEL, DatasetInfo
+from lamforge.data.format import COMPACT_ZSTD_LEVEL, FAST_ZSTD_LEVEL, DatasetInfo
 from lamforge.data.frames import Frame
 from lamforge.data.ingest import import_sources
 from lamforge.data.loader import DPA2_NEIGHBORS, DatasetSource, LoaderConfig
@@ -88,7 +88,7 @@ def build_store(workdir: Path, data: Path, synthetic: int) -> Store:
         if name not in store:
             print(f"importing {name} ...", flush=True)
             import_sources(store, DatasetInfo(name=name), paths)
-    for name, level in (("synthetic", None), ("synthetic-fast", FAST_ZSTD_LEVEL)):
+    for name, level in (("synthetic", COMPACT_ZSTD_LEVEL), ("synthetic-fast", FAST_ZSTD_LEVEL)):
         if name not in store:
             print(f"writing {synthetic} synthetic frames into {name} ...", flush=True)
             info = DatasetInfo(name=name, source=("synthetic",))

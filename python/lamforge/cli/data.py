@@ -8,6 +8,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from lamforge.data.format import COMPACT_ZSTD_LEVEL, ZSTD_LEVEL
+
 _EXPECTED_ERRORS = (ValueError, KeyError, FileExistsError, FileNotFoundError, RuntimeError)
 
 
@@ -47,6 +49,7 @@ def _import(arguments: argparse.Namespace) -> int:
         resume=arguments.resume,
         overwrite=arguments.overwrite,
         progress=not arguments.quiet,
+        zstd_level=arguments.zstd_level,
     )
     print(
         f"imported {info.num_frames} frames ({info.num_atoms} atoms, "
@@ -269,6 +272,13 @@ def _register_import(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--basis", default="", help="basis set or cutoff")
     parser.add_argument("--licence", default="", help="licence of the data")
     parser.add_argument("--description", default="", help="one line on the data")
+    parser.add_argument(
+        "--zstd-level",
+        type=int,
+        default=ZSTD_LEVEL,
+        help=f"zstd level of the arrays (default {ZSTD_LEVEL}: fast random reads for training; "
+        f"{COMPACT_ZSTD_LEVEL}: about 5%% smaller files)",
+    )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue an interrupted import")
     group.add_argument("--restart", action="store_true", help="discard an interrupted import")

@@ -79,15 +79,18 @@ SHARD_ATOMS = CHUNK_ATOMS * 256
 CHUNK_FRAMES = 256
 #: Frames per shard file of the per-frame arrays.
 SHARD_FRAMES = CHUNK_FRAMES * 64
-#: zstd level of every array by default: 3 is zstd's default, a good speed/size balance for float64.
-ZSTD_LEVEL = 3
-#: zstd level for hot training stores (``Store.writer(..., zstd_level=FAST_ZSTD_LEVEL)``). zstd's
-#: negative levels leave literals uncompressed (no Huffman coding), so decoding an inner chunk is
-#: little more than a copy: uniformly random batches of a 20,000-frame set read from a cold cache
-#: with about a third of the CPU time (13 against 35 µs per frame), for a store about 5% larger
-#: (MPtrj, water and random float64 data; ``benches/loader.py``). The reader needs nothing to
-#: know: the level is the writer's choice.
+#: zstd level for compact (archival) stores: zstd's default, the smallest files of the two levels.
+COMPACT_ZSTD_LEVEL = 3
+#: zstd level for hot training stores: zstd's negative levels leave literals uncompressed (no
+#: Huffman coding), so decoding an inner chunk is little more than a copy: uniformly random
+#: batches of a 20,000-frame set read from a cold cache with about a third of the CPU time (13
+#: against 35 µs per frame), for a store about 5% larger (MPtrj, water and random float64 data;
+#: ``benches/loader.py``). The reader needs nothing to know: the level is the writer's choice.
 FAST_ZSTD_LEVEL = -1
+#: zstd level of every array by default: the fast one, because a lamforge store is read at random
+#: by training far more often than it is copied; ``COMPACT_ZSTD_LEVEL`` (``lamforge data import
+#: --zstd-level 3``) for archives.
+ZSTD_LEVEL = FAST_ZSTD_LEVEL
 #: Levels zstd accepts.
 ZSTD_LEVELS = range(-(1 << 17), 23)
 

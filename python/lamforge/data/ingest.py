@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from lamforge.data.format import DatasetInfo
+from lamforge.data.format import ZSTD_LEVEL, DatasetInfo
 from lamforge.data.importers import expand_sources, iter_source
 from lamforge.data.store import Store
 from lamforge.data.units import InputUnits
@@ -27,6 +27,7 @@ def import_sources(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = False,
+    zstd_level: int = ZSTD_LEVEL,
 ) -> DatasetInfo:
     """Streams every frame of ``paths`` into the new dataset ``info.name``.
 
@@ -39,6 +40,8 @@ def import_sources(
         resume: Continue an interrupted import of the same inputs.
         overwrite: Replace an existing dataset of that name once the import is complete.
         progress: Show a progress bar.
+        zstd_level: zstd level of the arrays (``format.ZSTD_LEVEL``: fast random reads;
+            ``format.COMPACT_ZSTD_LEVEL``: about 5% smaller files).
 
     Returns:
         The attributes of the committed dataset.
@@ -49,7 +52,7 @@ def import_sources(
     """
     sources = expand_sources(list(paths))
     info = replace(info, source=tuple(str(source) for source in sources))
-    writer = store.writer(info, resume=resume, overwrite=overwrite)
+    writer = store.writer(info, resume=resume, overwrite=overwrite, zstd_level=zstd_level)
     with tqdm(desc=f"import {info.name}", unit="frame", disable=not progress) as bar:
         bar.update(writer.num_frames)
         for source in sources:

@@ -24,6 +24,7 @@ from zarr.codecs import ZstdCodec
 
 from lamforge.data.format import (
     ARRAY_SPECS,
+    COMPACT_ZSTD_LEVEL,
     INDEX_FILE,
     OPTIONAL_LABELS,
     SHARD_ATOMS,
@@ -132,7 +133,8 @@ class DatasetWriter:
                 f"cannot resume dataset '{self.info.name}': the interrupted import read "
                 f"{progress['sources']}, this one reads {list(self.info.source)}"
             )
-        written = progress.get("zstd_level", ZSTD_LEVEL)
+        # Imports interrupted before the level was recorded were written at the compact level.
+        written = progress.get("zstd_level", COMPACT_ZSTD_LEVEL)
         if written != self.zstd_level:
             raise ValueError(
                 f"cannot resume dataset '{self.info.name}': the interrupted import wrote zstd "

@@ -88,7 +88,9 @@ class DataSection:
             ``max_atoms``.
         max_atoms: Atom budget per batch instead of a frame count.
         statistics_frames: Frames per dataset, drawn at random, for environment statistics and
-            the energy bias.
+            (when fine-tuning) the energy bias.
+        bias_frames: Frames per dataset, drawn at random, for the energy bias of a new model
+            (element counts and energies only: cheap).
         num_threads: Threads of the loader (0: all cores).
     """
 
@@ -97,6 +99,7 @@ class DataSection:
     frames_per_batch: int | None = 1
     max_atoms: int | None = None
     statistics_frames: int = 100
+    bias_frames: int = 1000
     num_threads: int = 0
 
     def __post_init__(self) -> None:
@@ -104,6 +107,8 @@ class DataSection:
             raise ValueError("data.tasks must name at least one task")
         if (self.frames_per_batch is None) == (self.max_atoms is None):
             raise ValueError("give exactly one of frames_per_batch and max_atoms")
+        if self.statistics_frames < 1 or self.bias_frames < 1:
+            raise ValueError("data.statistics_frames and data.bias_frames must be at least 1")
 
 
 @dataclass(frozen=True, kw_only=True)

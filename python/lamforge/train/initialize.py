@@ -25,18 +25,25 @@ def energy_samples(batches: Sequence[TrainingBatch]) -> list[tuple]:
     ]
 
 
-def initialize_from_data(model: DPA2Model, samples: Mapping[str, Sequence[TrainingBatch]]) -> None:
+def initialize_from_data(
+    model: DPA2Model,
+    samples: Mapping[str, Sequence[TrainingBatch]],
+    bias_samples: Mapping[str, Sequence[TrainingBatch]] | None = None,
+) -> None:
     """Sets the environment statistics (all tasks pooled) and each task head's energy bias.
 
     Args:
         model: A model with one head per task of ``samples``.
         samples: A few training batches of each task.
+        bias_samples: Batches of each task for the energy bias (default: ``samples``). The
+            ``set`` fit uses only element counts and energies, so it can afford many more frames
+            than the statistics: a dataset of many elements (MPtrj) needs them to fix every bias.
 
     Raises:
         ValueError: a task has no batch whose frames all carry an energy label.
     """
     compute_statistics(model, [batch.inputs for batches in samples.values() for batch in batches])
-    for task, batches in samples.items():
+    for task, batches in (bias_samples or samples).items():
         labelled = energy_samples(batches)
         if not labelled:
             raise ValueError(f"task {task!r}: no sampled batch has energy labels on every frame")

@@ -189,7 +189,8 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True) -> Train
     if not resume:
         samples = _sample(store, loader, model, tasks, config.data.statistics_frames, config.seed)
         if config.finetune is None:
-            initialize_from_data(model, samples)
+            bias = _sample(store, loader, model, tasks, config.data.bias_frames, config.seed)
+            initialize_from_data(model, samples, bias)
         else:
             ((task, batches),) = samples.items()
             model = finetune_model(

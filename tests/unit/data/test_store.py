@@ -7,6 +7,7 @@ from data_helpers import frames_of, write_dataset
 
 from lamforge.data.format import (
     ARRAYS,
+    COMPACT_ZSTD_LEVEL,
     FAST_ZSTD_LEVEL,
     SCHEMA_VERSION,
     DatasetInfo,
@@ -79,21 +80,25 @@ def test_dtypes_attributes_and_chunking_are_as_documented(store, demo):
     assert np.all(np.diff(offsets) > 0)
 
 
-def test_fast_zstd_level_is_recorded_and_reads_the_same(store, demo):
+def test_zstd_levels_are_recorded_and_read_the_same(store, demo):
+    """The default is the fast level; the compact level reads back the same frames."""
     frames = frames_of(demo["bulk"])
     write_dataset(store, "default", frames)
-    fast = store.writer(DatasetInfo(name="fast", source=("x",)), zstd_level=FAST_ZSTD_LEVEL)
+    compact = store.writer(
+        DatasetInfo(name="compact", source=("x",)), zstd_level=COMPACT_ZSTD_LEVEL
+    )
     for frame in frames:
-        fast.add(frame)
-    fast.commit()
-    for name in ("positions", "forces", "virial", "has_virial"):
-        metadata = json.loads((store.path / "fast" / name / "zarr.json").read_text())
-        zstd = metadata["codecs"][0]["configuration"]["codecs"][1]
-        assert zstd["configuration"]["level"] == FAST_ZSTD_LEVEL, name
+        compact.add(frame)
+    compact.commit()
+    for dataset, level in (("default", FAST_ZSTD_LEVEL), ("compact", COMPACT_ZSTD_LEVEL)):
+        for name in ("positions", "forces", "virial", "has_virial"):
+            metadata = json.loads((store.path / dataset / name / "zarr.json").read_text())
+            zstd = metadata["codecs"][0]["configuration"]["codecs"][1]
+            assert zstd["configuration"]["level"] == level, (dataset, name)
     order = np.arange(len(frames))[::-1]
     expected, got = (
         store.reader("default").read_frames(order),
-        store.reader("fast").read_frames(order),
+        store.reader("compact").read_frames(order),
     )
     for position in range(len(order)):
         np.testing.assert_array_equal(
@@ -103,10 +108,11 @@ def test_fast_zstd_level_is_recorded_and_reads_the_same(store, demo):
     with pytest.raises(ValueError, match="zstd_level"):
         store.writer(DatasetInfo(name="bad"), zstd_level=23)
     # An interrupted import resumes only at the level it started with.
-    partial = store.writer(DatasetInfo(name="partial", source=("x",)), zstd_level=FAST_ZSTD_LEVEL)
+    info = DatasetInfo(name="partial", source=("x",))
+    partial = store.writer(info, zstd_level=COMPACT_ZSTD_LEVEL)
     partial.add(frames[0])
     partial.flush()
-    with pytest.raises(ValueError, match="zstd level -1"):
+    with pytest.raises(ValueError, match="zstd level 3"):
         store.writer(DatasetInfo(name="partial", source=("x",)), resume=True)
 
 

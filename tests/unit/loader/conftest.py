@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from loader_helpers import LoaderStore, random_frames, write_store
 
-from lamforge.data.format import FAST_ZSTD_LEVEL
+from lamforge.data.format import COMPACT_ZSTD_LEVEL
 
 
 def three_datasets():
@@ -26,8 +26,9 @@ def loader_store(tmp_path_factory: pytest.TempPathFactory) -> LoaderStore:
 
 
 @pytest.fixture(scope="session")
-def fast_loader_store(tmp_path_factory: pytest.TempPathFactory) -> LoaderStore:
-    """The same frames written at ``FAST_ZSTD_LEVEL`` (a hot training store)."""
+def compact_loader_store(tmp_path_factory: pytest.TempPathFactory) -> LoaderStore:
+    """The same frames written at ``COMPACT_ZSTD_LEVEL`` (an archival store)."""
     frames = three_datasets()
-    path = write_store(tmp_path_factory.mktemp("fast") / "store.zarr", frames, FAST_ZSTD_LEVEL)
+    path = tmp_path_factory.mktemp("compact") / "store.zarr"
+    path = write_store(path, frames, COMPACT_ZSTD_LEVEL)
     return LoaderStore(path=path, frames=frames)

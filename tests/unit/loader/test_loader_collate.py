@@ -10,7 +10,7 @@ import pytest
 import torch
 from loader_helpers import zarr_frame
 
-from lamforge.data.format import FAST_ZSTD_LEVEL
+from lamforge.data.format import COMPACT_ZSTD_LEVEL
 from lamforge.data.loader import DatasetSource, LoaderConfig, NeighborSpec
 from lamforge.neighbors import dense_neighbor_lists
 
@@ -64,16 +64,16 @@ def test_every_frame_equals_what_zarr_python_reads(loader_store):
     assert seen == sum(len(frames) for frames in loader_store.frames.values())
 
 
-def test_a_fast_zstd_level_store_gives_the_same_batches(loader_store, fast_loader_store):
-    level = json.loads((fast_loader_store.path / "bulk" / "positions" / "zarr.json").read_text())
+def test_a_compact_zstd_level_store_gives_the_same_batches(loader_store, compact_loader_store):
+    level = json.loads((compact_loader_store.path / "bulk" / "positions" / "zarr.json").read_text())
     inner = level["codecs"][0]["configuration"]["codecs"]
-    assert inner[1]["configuration"]["level"] == FAST_ZSTD_LEVEL
+    assert inner[1]["configuration"]["level"] == COMPACT_ZSTD_LEVEL
     options = {"neighbors": (), "batch_size": 9, "cache_megabytes": 0}
     with (
         config(loader_store.path, **options).build() as default,
-        config(fast_loader_store.path, **options).build() as fast,
+        config(compact_loader_store.path, **options).build() as compact,
     ):
-        pairs = list(zip(default, fast, strict=True))
+        pairs = list(zip(default, compact, strict=True))
     assert len(pairs) > 5
     for expected, got in pairs:
         for name in ("positions", "atomic_numbers", "forces", "cell", "energy", "has_forces"):

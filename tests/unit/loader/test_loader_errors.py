@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from loader_helpers import random_frames, write_store, zarr_frame
 
-from lamforge.data.format import FAST_ZSTD_LEVEL, ZSTD_LEVEL
+from lamforge.data.format import COMPACT_ZSTD_LEVEL, FAST_ZSTD_LEVEL
 from lamforge.data.loader import DatasetSource, LoaderConfig, NeighborSpec, StoreError
 
 
@@ -50,7 +50,7 @@ def test_corrupted_chunk_names_dataset_array_and_frame(small_store):
     assert str(shard) in message
 
 
-@pytest.mark.parametrize("zstd_level", [ZSTD_LEVEL, FAST_ZSTD_LEVEL])
+@pytest.mark.parametrize("zstd_level", [COMPACT_ZSTD_LEVEL, FAST_ZSTD_LEVEL])
 def test_a_corrupted_chunk_is_named_and_later_reads_still_decode(tmp_path, zstd_level):
     # Each collating thread reuses one zstd context: a failed decode must neither hide the
     # names in the error nor spoil the next chunks the thread decodes.
