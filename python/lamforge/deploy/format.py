@@ -15,11 +15,14 @@ Inputs, positional, in this order (N atoms, F frames, K_b slots of block b; all 
     index_b       [N, K_b]      int64 global neighbour indices, -1 for empty slots
     shifts_b      [N, K_b, 3]   int64 periodic image indices: r_ij = x_j - x_i + shifts @ cell
 
-Each block must be sorted by distance (nearest first) and hold every neighbour within its cutoff
-up to its cap, as ``lamforge.neighbors.dense_neighbor_lists`` gives. K_b may be smaller than the
-cap (padded inside) or larger (the nearest ``max_neighbors`` are kept); neighbours beyond the
-block's cutoff are dropped inside, so any sorted list with a larger cutoff may stand in for a
-block (e.g. the first block's for all of them).
+Each block must be sorted by distance (nearest first) and hold the nearest neighbours within its
+cutoff up to its cap, as ``lamforge.neighbors.dense_neighbor_lists`` gives. K_b <= max_neighbors:
+slots that are empty for every atom may be left out (``lamforge.deploy`` passes only the used
+width, which is faster and exact; blocks that need their full width are padded inside). A
+neighbour beyond the block's cutoff counts as an empty slot, so the nearest ``max_neighbors`` of
+a list with a larger cutoff (e.g. the first ``max_neighbors`` columns of the first block) may
+stand in for a block. A torch.export program refuses K_b > max_neighbors; a TorchScript program
+does not check it (``lamforge.deploy`` checks for both).
 
 Outputs, a tuple in this order:
 

@@ -87,7 +87,9 @@ def load_program(path: str | Path) -> tuple[torch.nn.Module, DeployedMetadata]:
             # torch reads the archive's weights from a read-only buffer and says so; they are
             # constants of the program, never written.
             warnings.filterwarnings("ignore", message="The given buffer is not writable")
-            program = torch.export.load(str(path), extra_files=extra).module()
+            # A file object: torch's loader insists on a ``.pt2`` suffix for paths.
+            with open(path, "rb") as handle:
+                program = torch.export.load(handle, extra_files=extra).module()
     else:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.jit")
@@ -120,7 +122,24 @@ class DeployedModel:
         self._type_of_number = lookup
 
     def __call__(self, *inputs: torch.Tensor) -> DeployedOutput:
-        """Runs the program on inputs in its calling convention (see the format module)."""
+        """Runs the program on inputs in its calling convention (see the format module).
+
+        Raises:
+            ValueError: a wrong number of inputs, or a neighbour block wider than its cap.
+        """
+        blocks = self.metadata.neighbor_blocks
+        if len(inputs) != 4 + 2 * len(blocks):
+            raise ValueError(
+                f"expected {4 + 2 * len(blocks)} inputs (positions, atom_types, cell, "
+                f"frame_index, then index and shifts of blocks {list(blocks)}), got {len(inputs)}"
+            )
+        for block, (cutoff, cap) in enumerate(blocks):
+            width = inputs[4 + 2 * block].shape[1]
+            if width > cap:
+                raise ValueError(
+                    f"neighbour block {block} (cutoff {cutoff} Å) has {width} slots, more than "
+                    f"its cap {cap}: keep the nearest {cap}"
+                )
         return DeployedOutput(**dict(zip(OUTPUT_NAMES, self.program(*inputs), strict=True)))
 
     def atom_types(self, numbers: np.ndarray) -> np.ndarray:
@@ -159,7 +178,14 @@ class DeployedModel:
             torch.repeat_interleave(torch.arange(len(frames)), torch.from_numpy(np.diff(offsets))),
         ]
         for block in blocks:
-            tensors += [torch.from_numpy(block.index), torch.from_numpy(block.shifts)]
+            # Slots empty for every atom are cut off (exact: the program pads the blocks that
+            # need their full width, the others run faster on the used width).
+            used = np.flatnonzero((block.index >= 0).any(axis=0))
+            width = int(used[-1]) + 1 if used.size else 1
+            tensors += [
+                torch.from_numpy(np.ascontiguousarray(block.index[:, :width])),
+                torch.from_numpy(np.ascontiguousarray(block.shifts[:, :width])),
+            ]
         return tuple(tensors)
 
     def evaluate(self, frames: Atoms | Sequence[Atoms]) -> DeployedOutput:

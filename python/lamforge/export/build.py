@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import sympy
 import torch
 import torch.fx.experimental._config as fx_config
 from ase import Atoms
@@ -80,7 +81,12 @@ def export_model(
     )
     extra = {METADATA_NAME: metadata.to_json()}
     exported = torch.export.export(
-        graph, sample_inputs(wrapped), dynamic_shapes=_dynamic_shapes(wrapped)
+        graph,
+        sample_inputs(wrapped),
+        dynamic_shapes=_dynamic_shapes(wrapped),
+        # The ATen graph slices with bounds like min(4 K, 8 K) that the exporter cannot prove
+        # equal to 4 K; as run-time asserts they are checked (and always hold) instead.
+        prefer_deferred_runtime_asserts_over_guards=True,
     )
     if program == "export":
         # torch.export.save writes to a file object; build in memory and write atomically.
@@ -97,9 +103,29 @@ def trace(program: EnergyProgram) -> torch.fx.GraphModule:
     # Without duck shaping, two dimensions that happen to have the same size in the sample are
     # not assumed equal forever.
     with fx_config.patch(use_duck_shape=False), torch.no_grad():
-        return make_fx(program, tracing_mode="symbolic", _allow_non_fake_inputs=True)(
+        graph = make_fx(program, tracing_mode="symbolic", _allow_non_fake_inputs=True)(
             *sample_inputs(program)
         )
+    _check_guards(graph)
+    return graph
+
+
+def _check_guards(graph: torch.fx.GraphModule) -> None:
+    """Fail if tracing branched on a size (e.g. ``num_atoms < 96``) rather than only equating.
+
+    ``make_fx`` evaluates such a branch on the sample and records a guard that the graph does not
+    enforce; ``torch.export`` re-traces the branch-free graph and would not notice. Equalities
+    (all atom dimensions are one size, the xyz dimension is 3) are the only guards expected.
+    """
+    shape_env = getattr(graph, "shape_env", None)
+    for guard in getattr(shape_env, "guards", ()):
+        expression = guard.expr
+        terms = expression.args if isinstance(expression, sympy.Or) else (expression,)
+        if not all(isinstance(term, sympy.Eq) for term in terms):
+            raise RuntimeError(
+                f"export: tracing specialised on a tensor size ({expression}); the model has a "
+                "data-dependent branch that its static_shapes switch does not cover"
+            )
 
 
 def sample_frames(elements: tuple[str, ...]) -> list[Atoms]:
@@ -118,8 +144,8 @@ def sample_inputs(program: EnergyProgram) -> tuple[torch.Tensor, ...]:
     """Inputs of :func:`sample_frames`: every size distinct and > 1.
 
     Sizes of 0 and 1 would be specialised by the tracer; distinct sizes keep it from assuming
-    that two dimensions are always equal. The slot counts are one below the caps, so tracing
-    covers the padding of narrow inputs (wider inputs take the same graph).
+    that two dimensions are always equal. The slot counts are one below the caps (any width up
+    to the cap takes the same graph).
     """
     model = program.model
     frames = sample_frames(model.elements)
@@ -135,8 +161,8 @@ def _dynamic_shapes(program: EnergyProgram) -> tuple[dict[int, torch.export.Dim]
     atoms = torch.export.Dim("num_atoms", min=1)
     frames = torch.export.Dim("num_frames", min=1)
     shapes: list[dict[int, torch.export.Dim]] = [{0: atoms}, {0: atoms}, {0: frames}, {0: atoms}]
-    for block, _ in enumerate(program.blocks):
-        slots = torch.export.Dim(f"num_slots_{block}", min=1)
+    for block, (_, cap) in enumerate(program.blocks):
+        slots = torch.export.Dim(f"num_slots_{block}", min=1, max=cap)
         shapes += [{0: atoms, 1: slots}, {0: atoms, 1: slots}]
     return tuple(shapes)
 

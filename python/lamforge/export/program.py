@@ -6,8 +6,12 @@ convention of :mod:`lamforge.deploy.format`. It is written to trace with symboli
 * the model runs with ``static_shapes`` set on its descriptor (no slot trimming, no three-body
   grouping, no per-element gathering: every tensor shape follows the inputs' shapes, never their
   values), which gives the same numbers as the eager model;
-* neighbour blocks are brought to their cap by concatenating empty slots and slicing, which
-  needs no comparison of the input width with the cap;
+* neighbour blocks have at most their cap of slots; the blocks that DPA-2 may trim exactly
+  (those whose result ignores trailing empty slots: ``exact_without_empty_slots``) run on the
+  slots given, so a runtime that passes only the used width gets the speed of the eager model's
+  trimming; the other blocks (se_e2_a, which averages over the slots; repinit with a non-zero
+  mean) get empty slots appended up to the cap, by concatenating and slicing, which needs no
+  comparison of the input width with the cap;
 * forces and virials come from one ``torch.autograd.grad`` of the energy with respect to the edge
   vectors, shared with eager evaluation (``lamforge.nn.forces.edge_derivatives``); tracing with
   ``make_fx`` records the backward operations as ordinary graph nodes.
@@ -23,6 +27,7 @@ from torch import nn
 
 from lamforge import kernels
 from lamforge.nn.forces import edge_derivatives
+from lamforge.nn.geometry import BlockGeometry
 from lamforge.nn.inputs import edge_vectors
 from lamforge.nn.model import DTYPES, block_geometry, empty_slot_types, frame_sum
 
@@ -44,10 +49,28 @@ def neighbor_blocks(model: nn.Module) -> tuple[tuple[float, int], ...]:
     return tuple(sorted(specs, reverse=True))
 
 
-def _fit_slots(values: torch.Tensor, width: int, fill: int) -> torch.Tensor:
-    """``values`` [N, K, ...] cut or padded with ``fill`` to [N, width, ...] along the slots."""
-    padding = values.new_full((values.shape[0], width, *values.shape[2:]), fill)
+def _pad_slots(values: torch.Tensor, width: int, fill: int | torch.Tensor) -> torch.Tensor:
+    """``values`` [N, K, ...] (K <= width) padded with ``fill`` to [N, width, ...].
+
+    Concatenating ``width`` slots and slicing needs no comparison of K with ``width`` (which a
+    symbolic trace would have to guard on).
+    """
+    shape = (values.shape[0], width, *values.shape[2:])
+    if isinstance(fill, torch.Tensor):  # one value per row
+        padding = fill.reshape(-1, *([1] * (len(shape) - 1))).expand(shape).to(values.dtype)
+    else:
+        padding = values.new_full(shape, fill)
     return torch.cat([values, padding], dim=1)[:, :width]
+
+
+def _padded(geometry: BlockGeometry, width: int, empty_slot_type: torch.Tensor) -> BlockGeometry:
+    """``geometry`` with empty slots appended up to ``width`` (differentiable in the vectors)."""
+    return BlockGeometry(
+        index=_pad_slots(geometry.index, width, 0),
+        mask=_pad_slots(geometry.mask, width, False),
+        vectors=_pad_slots(geometry.vectors, width, 0),
+        neighbor_types=_pad_slots(geometry.neighbor_types, width, empty_slot_type),
+    )
 
 
 class EnergyProgram(nn.Module):
@@ -78,6 +101,14 @@ class EnergyProgram(nn.Module):
         self.model = model
         self.blocks = neighbor_blocks(model)
         self.roles = model.descriptor.neighbor_specs()
+        # Roles whose result does not depend on trailing empty slots (DPA2Descriptor's trimming
+        # rule) run on the slots given; the others get their block padded to the cap.
+        statistics_blocks = model.descriptor.statistics_blocks()
+        self.trimmable = {
+            role: hasattr(statistics_blocks[role], "exact_without_empty_slots")
+            and statistics_blocks[role].exact_without_empty_slots()
+            for role in self.roles
+        }
 
     def forward(
         self,
@@ -105,26 +136,29 @@ class EnergyProgram(nn.Module):
         num_frames = cell.shape[0]
         empty_slot_type = empty_slot_types(atom_types, frame_index, num_frames)
         with torch.enable_grad(), kernels.use_fused(False):
-            geometries = {}
+            narrow, padded = {}, {}
             for block, (cutoff, cap) in enumerate(self.blocks):
-                index = _fit_slots(neighbors[2 * block], cap, -1)
-                shifts = _fit_slots(neighbors[2 * block + 1], cap, 0)
+                # At most ``cap`` slots: the calling convention, which torch.export checks at run
+                # time (cutting wider inputs here would make the tracer guard on the width).
+                index, shifts = neighbors[2 * block], neighbors[2 * block + 1]
                 vectors = edge_vectors(positions, cell, frame_index, index, shifts).detach()
                 # Neighbours beyond this block's cutoff are empty slots here (a list built with
                 # a larger cutoff may stand in), as in ModelInput.neighbor_list.
                 too_far = torch.linalg.norm(vectors, dim=-1) > cutoff
                 index = torch.where(too_far, -1, index)
                 vectors.requires_grad_(True)
-                geometries[cutoff, cap] = block_geometry(
-                    vectors, index, atom_types, empty_slot_type
-                )
+                geometry = block_geometry(vectors, index, atom_types, empty_slot_type)
+                narrow[cutoff, cap] = geometry
+                padded[cutoff, cap] = _padded(geometry, cap, empty_slot_type)
+            geometries = {
+                role: (narrow if self.trimmable[role] else padded)[spec]
+                for role, spec in self.roles.items()
+            }
             atomic_energies = model.atomic_energies_from_geometry(
-                {role: geometries[spec] for role, spec in self.roles.items()},
-                atom_types,
-                self.head_name,
+                geometries, atom_types, self.head_name
             )
             energy = frame_sum(atomic_energies, frame_index, num_frames)
-            distinct = list(geometries.values())
+            distinct = list(narrow.values())
             gradients = torch.autograd.grad(
                 energy.sum(), [geometry.vectors for geometry in distinct], allow_unused=True
             )

@@ -68,18 +68,23 @@ def test_exported_equals_eager(exported, two_heads, frames):
     assert_matches(deployed.evaluate(frames), reference, ENERGY_RTOL, DERIVATIVE_ATOL)
 
 
-def test_neighbour_lists_of_any_width(exported, two_heads):
-    """Narrower lists are padded, wider ones cut to the cap, a larger cutoff's list is cut down."""
+def test_neighbour_lists_of_any_width_up_to_the_cap(exported, two_heads):
+    """Used width (the runtime's), full width, and a larger cutoff's list cut to the cap agree."""
     deployed, _ = exported
     frames = [periodic_frame(4), molecule_frame()]
     reference = eager(two_heads, frames, head="metal")
     positions, types, cell, frame_index, index0, shifts0, index1, shifts1 = deployed.inputs(frames)
-    used = int((index1 >= 0).sum(dim=1).max())
-    narrow = (index1[:, :used], shifts1[:, :used])
-    wide = (torch.nn.functional.pad(index1, (0, 7), value=-1), torch.cat([shifts1] * 2, 1)[:, :27])
-    base = (positions, types, cell, frame_index, index0, shifts0)
-    for block in (narrow, wide, (index0, shifts0)):
-        assert_matches(deployed(*base, *block), reference, ENERGY_RTOL, DERIVATIVE_ATOL)
+    assert index1.shape[1] < 20  # the runtime passes only the used slots
+    base = (positions, types, cell, frame_index)
+    full0 = (torch.nn.functional.pad(index0, (0, 40 - index0.shape[1]), value=-1),
+             torch.nn.functional.pad(shifts0, (0, 0, 0, 40 - shifts0.shape[1])))  # fmt: skip
+    full1 = (torch.nn.functional.pad(index1, (0, 20 - index1.shape[1]), value=-1),
+             torch.nn.functional.pad(shifts1, (0, 0, 0, 20 - shifts1.shape[1])))  # fmt: skip
+    stand_in = (full0[0][:, :20], full0[1][:, :20])
+    for block0, block1 in ((full0, full1), (full0, stand_in), ((index0, shifts0), full1)):
+        assert_matches(deployed(*base, *block0, *block1), reference, ENERGY_RTOL, DERIVATIVE_ATOL)
+    with pytest.raises(ValueError, match="has 40 slots, more than its cap 20"):
+        deployed(*base, *full0, *full0)
 
 
 def test_single_head_default_and_torchscript(tmp_path):
@@ -166,3 +171,18 @@ def test_runtime_imports_no_model_or_training_code(exported):
     )
     assert result.returncode == 0, result.stderr
     assert np.isfinite(float(result.stdout.split()[-1]))
+
+
+def test_tracing_refuses_a_branch_on_a_size(monkeypatch):
+    """A size-dependent branch would be baked in silently by make_fx: the exporter refuses it."""
+    from lamforge.export import build, program
+    from lamforge.nn.model import empty_slot_types
+
+    def branching(atom_types, frame_index, num_frames):
+        if atom_types.shape[0] > 3:  # the sample has 12 atoms: a guard "num_atoms > 3"
+            return empty_slot_types(atom_types, frame_index, num_frames)
+        return atom_types
+
+    monkeypatch.setattr(program, "empty_slot_types", branching)
+    with pytest.raises(RuntimeError, match="specialised on a tensor size"):
+        build.trace(program.EnergyProgram(build_se_a()))
