@@ -41,7 +41,7 @@ def test_export_a_head_and_evaluate_it(saved, tmp_path, capsys):
 
 def test_a_multi_head_model_needs_head(saved, tmp_path):
     _, path = saved
-    with pytest.raises(SystemExit, match="choose one with head="):
+    with pytest.raises(SystemExit, match=r"heads \['first', 'second'\]; choose one with --head"):
         main(["export", str(path), "--output", str(tmp_path / "x.pt2")])
     with pytest.raises(SystemExit, match=r"no head 'third'; the model has heads \['first'"):
         main(["export", str(path), "--head", "third", "--output", str(tmp_path / "x.pt2")])

@@ -18,6 +18,10 @@ def _run(arguments: argparse.Namespace) -> int:
         model = load_model(arguments.model)
     except ValueError as error:
         raise SystemExit(f"lamforge export: {error}") from None
+    if arguments.head is None and len(model.heads) > 1:
+        raise SystemExit(
+            f"lamforge export: the model has heads {list(model.heads)}; choose one with --head"
+        )
     output = arguments.output or arguments.model.with_suffix(SUFFIXES[arguments.format])
     if output.resolve() == arguments.model.resolve():
         raise SystemExit("lamforge export: --output would overwrite the model file")
