@@ -171,7 +171,10 @@ class DPA2Descriptor(nn.Module):
         features = self.repinit(geometry("repinit", self.repinit), atom_types, type_table)
         if self.three_body is not None:
             three_body = self.three_body(
-                geometry("three_body", self.three_body), atom_types, type_table, group=trim
+                geometry("three_body", self.three_body),
+                atom_types,
+                type_table,
+                group=not self.static_shapes,
             )
             features = torch.cat([features, three_body], dim=-1)
         g1 = self.bridge(features) if self.bridge is not None else features
