@@ -20,16 +20,22 @@ from lamforge.nn.layers import DenseLayer
 ATTENTION_SHIFT = 20.0
 
 
-def smooth_softmax(logits: torch.Tensor, num_trimmed: int) -> torch.Tensor:
+def smooth_softmax(logits: torch.Tensor, num_trimmed: int | torch.SymInt) -> torch.Tensor:
     """Softmax over the last axis as if ``num_trimmed`` more slots with logit -20 were present.
 
     Neighbour slots that are empty for every centre may be trimmed before the repformer runs; in
     smooth attention each of them would still add exp(-20) to the denominator. One extra column
     with logit -20 + ln(num_trimmed) adds exactly that, so trimmed and untrimmed agree.
+
+    A symbolic ``num_trimmed`` (an exported program, whose inputs may be trimmed or not) always
+    gets the column: with nothing trimmed its logit is ln(0) = -inf, which adds exactly 0.
     """
-    if num_trimmed == 0:
-        return torch.softmax(logits, dim=-1)
-    extra = torch.full_like(logits[..., :1], math.log(num_trimmed) - ATTENTION_SHIFT)
+    if isinstance(num_trimmed, int):
+        if num_trimmed == 0:
+            return torch.softmax(logits, dim=-1)
+        extra = torch.full_like(logits[..., :1], math.log(num_trimmed) - ATTENTION_SHIFT)
+    else:
+        extra = torch.full_like(logits[..., :1], num_trimmed).log() - ATTENTION_SHIFT
     return torch.softmax(torch.cat([logits, extra], dim=-1), dim=-1)[..., :-1]
 
 
@@ -87,7 +93,7 @@ class PairAttentionMap(nn.Module):
         projected = projected.permute(0, 3, 1, 2)  # [atoms, 2·heads, slots, hidden]
         query, key = torch.split(projected, self.num_heads, dim=1)
         # The fused map has no term for trimmed slots: use it only when nothing was trimmed.
-        if num_trimmed == 0 and kernels.fused_enabled(g2):
+        if kernels.fused_enabled(g2) and num_trimmed == 0:
             # The kernel returns [atoms, N, N, heads] (a view of a head-major tensor); this
             # module's layout is heads-first.
             return kernels.pair_attention_weights(

@@ -116,6 +116,9 @@ class DPA2Descriptor(nn.Module):
         )
         # Run blocks on trimmed neighbour slots where that is exact (a switch for tests).
         self.trim_empty_slots = True
+        # Export mode (``lamforge.export``): no optimisation whose shapes depend on the data
+        # (slot trimming, three-body grouping), so the forward traces with symbolic shapes.
+        self.static_shapes = False
         self.num_out = repformer.g1_dim + (
             repinit.type_embedding_dim if config.concat_output_tebd else 0
         )
@@ -152,9 +155,13 @@ class DPA2Descriptor(nn.Module):
         type_table = self.type_embedding.table()
         atom_embedding = type_table[atom_types]
 
-        # Trimming is data-dependent (no torch.compile graph) and the fused kernels skip empty
-        # slots themselves: trim on the reference path only.
-        trim = self.trim_empty_slots and not kernels.fused_enabled(type_table)
+        # Trimming is data-dependent (no torch.compile graph, no export) and the fused kernels
+        # skip empty slots themselves: trim on the eager reference path only.
+        trim = (
+            self.trim_empty_slots
+            and not self.static_shapes
+            and not kernels.fused_enabled(type_table)
+        )
 
         def geometry(role: str, block: nn.Module) -> BlockGeometry:
             if trim and block.exact_without_empty_slots():
@@ -164,7 +171,10 @@ class DPA2Descriptor(nn.Module):
         features = self.repinit(geometry("repinit", self.repinit), atom_types, type_table)
         if self.three_body is not None:
             three_body = self.three_body(
-                geometry("three_body", self.three_body), atom_types, type_table
+                geometry("three_body", self.three_body),
+                atom_types,
+                type_table,
+                group=not self.static_shapes,
             )
             features = torch.cat([features, three_body], dim=-1)
         g1 = self.bridge(features) if self.bridge is not None else features

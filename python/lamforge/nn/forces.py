@@ -22,10 +22,12 @@ respect to the parameters (double backward).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from lamforge.nn.geometry import BlockGeometry
 from lamforge.nn.inputs import ModelInput
 from lamforge.nn.model import DPA2Model, frame_sum
 
@@ -150,25 +152,13 @@ def _evaluate_batch(
         gradients = torch.autograd.grad(
             energy.sum(), vectors, create_graph=create_graph, allow_unused=True
         )
-    total_forces = None
-    per_atom_virial = None
-    for (geometry, raw_index), vector, gradient in zip(distinct, vectors, gradients, strict=True):
-        if gradient is None:
-            continue
-        gradient = gradient * geometry.mask.unsqueeze(-1)
-        neighbor = raw_index.clamp(min=0).reshape(-1)
-        if forces:
-            block_forces = gradient.sum(dim=1).index_add(0, neighbor, -gradient.reshape(-1, 3))
-            total_forces = block_forces if total_forces is None else total_forces + block_forces
-        if virial or atomic_virial:
-            # -g ⊗ r per edge, half to the centre and half to the neighbour.
-            position = vector if create_graph else vector.detach()
-            edge = -gradient.unsqueeze(-1) * position.unsqueeze(-2).to(gradient.dtype)
-            half = 0.5 * edge
-            block_virial = half.sum(dim=1).index_add(0, neighbor, half.reshape(-1, 3, 3))
-            per_atom_virial = (
-                block_virial if per_atom_virial is None else per_atom_virial + block_virial
-            )
+    total_forces, per_atom_virial = edge_derivatives(
+        [geometry for geometry, _ in distinct],
+        gradients,
+        forces=forces,
+        virial=virial or atomic_virial,
+        create_graph=create_graph,
+    )
     zeros3 = torch.zeros_like(inputs.positions, dtype=model.dtype)
     return ModelOutput(
         energy=energy,
@@ -185,6 +175,51 @@ def _evaluate_batch(
         if atomic_virial
         else None,
     )
+
+
+def edge_derivatives(
+    geometries: Sequence[BlockGeometry],
+    gradients: Sequence[torch.Tensor | None],
+    *,
+    forces: bool = True,
+    virial: bool = True,
+    create_graph: bool = False,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Forces and per-atom virial from the edge gradients g_e = ∂E/∂r_e (module docstring).
+
+    Shared by :func:`evaluate` and the exported programs of ``lamforge.export``.
+
+    Args:
+        geometries: the distinct blocks whose ``vectors`` the energy was differentiated by.
+        gradients: ∂E/∂vectors per block (None for a block the energy does not read).
+        forces: compute the forces.
+        virial: compute the per-atom virial.
+        create_graph: keep the virial differentiable through the edge vectors.
+
+    Returns:
+        Forces [num_atoms, 3] and per-atom virial [num_atoms, 3, 3], each None when not asked
+        for or when no block was read.
+    """
+    total_forces = None
+    per_atom_virial = None
+    for geometry, gradient in zip(geometries, gradients, strict=True):
+        if gradient is None:
+            continue
+        gradient = gradient * geometry.mask.unsqueeze(-1)
+        neighbor = geometry.index.reshape(-1)
+        if forces:
+            block_forces = gradient.sum(dim=1).index_add(0, neighbor, -gradient.reshape(-1, 3))
+            total_forces = block_forces if total_forces is None else total_forces + block_forces
+        if virial:
+            # -g ⊗ r per edge, half to the centre and half to the neighbour.
+            position = geometry.vectors if create_graph else geometry.vectors.detach()
+            edge = -gradient.unsqueeze(-1) * position.unsqueeze(-2).to(gradient.dtype)
+            half = 0.5 * edge
+            block_virial = half.sum(dim=1).index_add(0, neighbor, half.reshape(-1, 3, 3))
+            per_atom_virial = (
+                block_virial if per_atom_virial is None else per_atom_virial + block_virial
+            )
+    return total_forces, per_atom_virial
 
 
 def _zeros33(inputs: ModelInput, model: DPA2Model) -> torch.Tensor:

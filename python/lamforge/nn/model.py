@@ -79,26 +79,16 @@ class DPA2Model(nn.Module):
         """
         positions = (inputs.positions if positions is None else positions).to(self.dtype)
         cell = inputs.cell.to(self.dtype)
-        # deepmd-kit points empty slots at the frame's first atom; see BlockGeometry.
-        counts = torch.bincount(inputs.frame_index, minlength=inputs.num_frames)
-        first_atom = torch.cumsum(counts, 0) - counts
-        empty_slot_type = inputs.atom_types[first_atom[inputs.frame_index]]
+        empty_slot_type = empty_slot_types(inputs.atom_types, inputs.frame_index, inputs.num_frames)
         by_spec: dict[tuple[float, int], tuple[BlockGeometry, torch.Tensor]] = {}
         roles = {}
         for role, spec in self.descriptor.neighbor_specs().items():
             if spec not in by_spec:
                 block = inputs.neighbor_list(*spec)
-                mask = block.index >= 0
-                index = block.index.clamp(min=0)
                 vectors = edge_vectors(
                     positions, cell, inputs.frame_index, block.index, block.shifts
                 )
-                neighbor_types = torch.where(
-                    mask, inputs.atom_types[index], empty_slot_type.unsqueeze(1)
-                )
-                geometry = BlockGeometry(
-                    index=index, mask=mask, vectors=vectors, neighbor_types=neighbor_types
-                )
+                geometry = block_geometry(vectors, block.index, inputs.atom_types, empty_slot_type)
                 by_spec[spec] = (geometry, block.index)
             roles[role] = by_spec[spec][0]
         return roles, list(by_spec.values())
@@ -136,6 +126,42 @@ class DPA2Model(nn.Module):
     def energy(self, inputs: ModelInput, head: str | None = None) -> torch.Tensor:
         """[num_frames] float64 frame energies (sum of atomic energies, reduced in float64)."""
         return frame_sum(self.atomic_energies(inputs, head), inputs.frame_index, inputs.num_frames)
+
+
+def empty_slot_types(
+    atom_types: torch.Tensor, frame_index: torch.Tensor, num_frames: int
+) -> torch.Tensor:
+    """Element of the first atom of each atom's frame, [num_atoms]: the type of its empty slots.
+
+    deepmd-kit points empty slots at the frame's first atom (see :class:`BlockGeometry`). The first
+    atom of frame f is the number of atoms in earlier frames (``frame_index`` is non-decreasing);
+    ``searchsorted`` finds it without data-dependent shapes, so this also traces for export.
+    """
+    frames = torch.arange(num_frames, device=frame_index.device, dtype=frame_index.dtype)
+    first_atom = torch.searchsorted(frame_index, frames)
+    return atom_types[first_atom[frame_index]]
+
+
+def block_geometry(
+    vectors: torch.Tensor,
+    index: torch.Tensor,
+    atom_types: torch.Tensor,
+    empty_slot_type: torch.Tensor,
+) -> BlockGeometry:
+    """The :class:`BlockGeometry` of one neighbour block.
+
+    Args:
+        vectors: [num_atoms, max_neighbors, 3] edge vectors (see ``inputs.edge_vectors``).
+        index: [num_atoms, max_neighbors] neighbour indices, -1 for empty slots.
+        atom_types: [num_atoms].
+        empty_slot_type: [num_atoms] from :func:`empty_slot_types`.
+    """
+    mask = index >= 0
+    safe_index = index.clamp(min=0)
+    neighbor_types = torch.where(mask, atom_types[safe_index], empty_slot_type.unsqueeze(1))
+    return BlockGeometry(
+        index=safe_index, mask=mask, vectors=vectors, neighbor_types=neighbor_types
+    )
 
 
 def frame_sum(values: torch.Tensor, frame_index: torch.Tensor, num_frames: int) -> torch.Tensor:

@@ -244,11 +244,21 @@ class ThreeBodyBlock(_StatisticsBlock):
         return self.empty_rows_are_zero(slice(1, None))
 
     def forward(
-        self, geometry: BlockGeometry, atom_types: torch.Tensor, type_table: torch.Tensor
+        self,
+        geometry: BlockGeometry,
+        atom_types: torch.Tensor,
+        type_table: torch.Tensor,
+        group: bool = True,
     ) -> torch.Tensor:
-        """Three-body descriptor D3, [num_atoms, three_body_neurons[-1]] (args as RepinitBlock)."""
+        """Three-body descriptor D3, [num_atoms, three_body_neurons[-1]].
+
+        Args as :class:`RepinitBlock`; ``group=False`` runs every centre on all slots (no shape
+        that depends on the data: for export).
+        """
         env, switch = self.normalised_environment(geometry, atom_types)
         types = geometry.neighbor_types
+        if not group:
+            return self._descriptor(env, switch, types, type_table)
         num_atoms, num_slots = env.shape[:2]
         num_groups = min(THREE_BODY_GROUPS, num_atoms // THREE_BODY_GROUP_ATOMS)
         if num_groups < 2 or not self.exact_without_empty_slots():

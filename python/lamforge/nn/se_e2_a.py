@@ -173,6 +173,9 @@ class SeABlock(_StatisticsBlock):
             for _ in range(num_nets)
         )
         self.num_out = config.neurons[-1] * config.axis_neurons
+        # Export mode (``lamforge.export``): every net runs on every slot instead of gathering
+        # each net's real slots (data-dependent shapes); the same numbers.
+        self.static_shapes = False
 
     def forward(self, geometry: BlockGeometry, atom_types: torch.Tensor) -> torch.Tensor:
         """D_i flattened ng-major, [num_atoms, neurons[-1] * axis_neurons]."""
@@ -186,6 +189,31 @@ class SeABlock(_StatisticsBlock):
         radial = env[..., :1].reshape(-1, 1)
         flat_index = net_index.reshape(-1)
         real = geometry.mask.reshape(-1)
+        if self.static_shapes:
+            pair = self._pair_static(radial, flat_index, real)
+        else:
+            pair = self._pair_gathered(radial, flat_index, real, env)
+        pair = pair.reshape(num_atoms, num_slots, -1)
+        moment = torch.matmul(env.transpose(1, 2), pair) / num_slots  # [num_atoms, 4, ng]
+        descriptor = torch.matmul(moment.transpose(1, 2), moment[:, :, : self.axis_neurons])
+        return descriptor.reshape(num_atoms, -1)
+
+    def _pair_static(
+        self, radial: torch.Tensor, flat_index: torch.Tensor, real: torch.Tensor
+    ) -> torch.Tensor:
+        """G of every slot, each net run on all slots and selected (no data-dependent shapes)."""
+        pair = None
+        for net_id, net in enumerate(self.embeddings):
+            selected = (real & (flat_index == net_id)).unsqueeze(-1)
+            values = torch.where(selected, net(radial), 0.0)
+            pair = values if pair is None else pair + values
+        assert pair is not None
+        return pair
+
+    def _pair_gathered(
+        self, radial: torch.Tensor, flat_index: torch.Tensor, real: torch.Tensor, env: torch.Tensor
+    ) -> torch.Tensor:
+        """G of every slot, each net run only on its own real slots."""
         pair = None
         for net_id, net in enumerate(self.embeddings):
             rows = torch.nonzero(real & (flat_index == net_id)).squeeze(1)
@@ -198,10 +226,7 @@ class SeABlock(_StatisticsBlock):
         if pair is None:  # no real neighbour anywhere: every moment is zero
             ng = self.embeddings[0].num_out
             pair = env.new_zeros(radial.shape[0], ng) + 0.0 * radial
-        pair = pair.reshape(num_atoms, num_slots, -1)
-        moment = torch.matmul(env.transpose(1, 2), pair) / num_slots  # [num_atoms, 4, ng]
-        descriptor = torch.matmul(moment.transpose(1, 2), moment[:, :, : self.axis_neurons])
-        return descriptor.reshape(num_atoms, -1)
+        return pair
 
 
 class SeADescriptor(nn.Module):
