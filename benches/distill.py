@@ -349,20 +349,21 @@ def nvt(workdir: Path, name: str, role: str, picoseconds: float, record_every: i
     steps = int(round(picoseconds * 1000 / TIMESTEP_FS))
     positions, temperatures = [], []
     wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(steps // record_every):
+    for record in range(1, steps // record_every + 1):
         dynamics.run(record_every)
         positions.append(atoms.get_positions(wrap=True))
         temperatures.append(atoms.get_temperature())
-    np.savez_compressed(
-        _nvt_path(workdir, name, role),
-        positions=np.array(positions),
-        temperatures=np.array(temperatures),
-        numbers=atoms.numbers,
-        cell=atoms.cell.array,
-        time_ps=np.arange(1, len(positions) + 1) * record_every * TIMESTEP_FS / 1000,
-        cpu_s=time.process_time() - cpu,
-        wall_s=time.perf_counter() - wall,
-    )
+        if record % 20 == 0 or record == steps // record_every:  # a cut run stays usable
+            np.savez_compressed(
+                _nvt_path(workdir, name, role),
+                positions=np.array(positions),
+                temperatures=np.array(temperatures),
+                numbers=atoms.numbers,
+                cell=atoms.cell.array,
+                time_ps=np.arange(1, len(positions) + 1) * record_every * TIMESTEP_FS / 1000,
+                cpu_s=time.process_time() - cpu,
+                wall_s=time.perf_counter() - wall,
+            )
     print(f"{role}: {picoseconds} ps in {time.process_time() - cpu:.0f} CPU s")
 
 
@@ -381,11 +382,13 @@ def stability(path: Path) -> dict[str, float]:
     data = np.load(path)
     numbers, lengths = data["numbers"], np.diag(data["cell"])
     oxygen, hydrogen = numbers == 8, numbers == 1
-    intact, min_oo, min_any, max_oh = [], np.inf, np.inf, 0.0
-    for positions in data["positions"]:
+    intact, min_oo, min_any, max_oh, collapse = [], np.inf, np.inf, 0.0, None
+    for time_ps, positions in zip(data["time_ps"], data["positions"], strict=True):
         oo = _pair_distances(positions, lengths, oxygen, oxygen)
         oh = _pair_distances(positions, lengths, oxygen, hydrogen)
         min_oo = min(min_oo, float(oo[np.triu_indices(len(oo), 1)].min()))
+        if collapse is None and min_oo < 2.2:  # liquid water has no O-O pair below ~2.4 Å
+            collapse = float(time_ps)
         min_any = min(min_any, float(oh.min()))
         nearest_o = oh.min(axis=0)  # every H to its nearest O
         max_oh = max(max_oh, float(nearest_o.max()))
@@ -399,6 +402,7 @@ def stability(path: Path) -> dict[str, float]:
         "temperature_mean": float(temperatures[skip:].mean()),
         "temperature_std": float(temperatures[skip:].std()),
         "min_oo_distance": min_oo,
+        "first_oo_below_2.2_ps": -1.0 if collapse is None else collapse,
         "min_oh_distance": min_any,
         "max_h_to_nearest_o": max_oh,
         "intact_molecules_min": float(min(intact)),
