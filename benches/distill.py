@@ -483,7 +483,7 @@ def main() -> None:
     parser.add_argument("--name", default="distill", help="distillation run (folder, prefix)")
     parser.add_argument("--student-cutoff", type=float, default=6.0)
     parser.add_argument("--student-neighbors", type=int, default=112)
-    parser.add_argument("--student-steps", type=int, default=2000, help="per loop iteration")
+    parser.add_argument("--student-steps", type=int, default=1500, help="per loop iteration")
     parser.add_argument("--max-iterations", type=int, default=3)
     parser.add_argument("--initial-frames", type=int, default=160, help="teacher-labelled")
     parser.add_argument("--explore-steps", type=int, default=200, help="per MD run")
