@@ -145,7 +145,7 @@ def test_example_config_parses():
 
     root = Path(__file__).resolve().parents[2]
     config = load_yaml(DistillConfig, root / "examples" / "distill_water.yaml")
-    assert config.student.kind == "se_e2_a" and config.trust.low == 0.3
+    assert config.student.kind == "se_e2_a" and config.trust.low == 0.8
 
 
 def test_label_command_writes_a_teacher_dataset(world, capsys):
