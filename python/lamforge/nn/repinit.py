@@ -26,6 +26,9 @@ from lamforge.nn.layers import EmbeddingNet
 # centres (smaller groups cost more in per-operation overhead than the slots they save).
 THREE_BODY_GROUPS = 4
 THREE_BODY_GROUP_ATOMS = 48
+# Concat mode: evaluate the three-body net on the list of real neighbour pairs j <= k instead of
+# every slot pair (a switch for the tests that compare both).
+THREE_BODY_PAIR_LIST = True
 
 
 class _StatisticsBlock(nn.Module):
@@ -249,6 +252,8 @@ class ThreeBodyBlock(_StatisticsBlock):
         """Three-body descriptor D3, [num_atoms, three_body_neurons[-1]] (args as RepinitBlock)."""
         env, switch = self.normalised_environment(geometry, atom_types)
         types = geometry.neighbor_types
+        if self._pair_list_applies():
+            return self._descriptor_from_pairs(env, geometry.mask, types, type_table)
         num_atoms, num_slots = env.shape[:2]
         num_groups = min(THREE_BODY_GROUPS, num_atoms // THREE_BODY_GROUP_ATOMS)
         if num_groups < 2 or not self.exact_without_empty_slots():
@@ -267,6 +272,69 @@ class ThreeBodyBlock(_StatisticsBlock):
                 )
             )
         return torch.cat(outputs)[torch.argsort(order)]
+
+    def _pair_list_applies(self) -> bool:
+        """Concat mode, a first layer without skip followed by more layers, zero angular mean."""
+        layers = self.embedding.layers
+        return (
+            THREE_BODY_PAIR_LIST
+            and self.mode == "concat"
+            and len(layers) > 1
+            and not layers[0].has_skip
+            and self.exact_without_empty_slots()
+        )
+
+    def _descriptor_from_pairs(
+        self,
+        env: torch.Tensor,
+        mask: torch.Tensor,
+        types: torch.Tensor,
+        type_table: torch.Tensor,
+    ) -> torch.Tensor:
+        """D3 from the real neighbour pairs j <= k only (concat mode).
+
+        e_jk = e_kj, and H_jk = H_kj when neighbours j and k are the same element (the net's input
+        [e, T_j, T_k] is then the same), so
+
+            Σ_jk e_jk H_jk = Σ_j e_jj H_jj + Σ_{j<k} e_jk (H(e_jk, T_j, T_k) + H(e_jk, T_k, T_j))
+
+        takes one evaluation per same-element pair (counted twice) and two, types swapped, per
+        mixed pair. Pairs with an empty slot have e = 0 (zero angular rows) and are skipped.
+        """
+        num_atoms, num_slots = env.shape[:2]
+        angular = env[..., 1:]
+        cosines = torch.matmul(angular, angular.transpose(1, 2))
+        upper = torch.ones(num_slots, num_slots, dtype=torch.bool, device=env.device).triu_()
+        real = mask.unsqueeze(2) & mask.unsqueeze(1) & upper
+        centre, first, second = real.nonzero(as_tuple=True)
+        flat = (centre * num_slots + first) * num_slots + second
+        cosine = cosines.reshape(-1).index_select(0, flat)
+        type_first, type_second = types[centre, first], types[centre, second]
+        off_diagonal = first != second
+        mixed = off_diagonal & (type_first != type_second)
+        swapped = mixed.nonzero().squeeze(1)
+        centre = torch.cat([centre, centre[swapped]])
+        cosine = torch.cat([cosine, cosine.index_select(0, swapped)])
+        type_a = torch.cat([type_first, type_second[swapped]])
+        type_b = torch.cat([type_second, type_first[swapped]])
+        multiplicity = torch.cat(
+            [1.0 + (off_diagonal & ~mixed).to(env.dtype), env.new_ones(swapped.shape[0])]
+        )
+        # First layer on [e, T_a, T_b]: the type part is a per-element projection, gathered.
+        layers = self.embedding.layers
+        weight = layers[0].weight
+        dim = type_table.shape[1]
+        pre = cosine.unsqueeze(-1) * weight[0]
+        pre = pre + (type_table @ weight[1 : 1 + dim])[type_a]
+        pre = pre + (type_table @ weight[1 + dim : 1 + 2 * dim])[type_b]
+        if layers[0].bias is not None:
+            pre = pre + layers[0].bias
+        x = layers[0].finish(pre, None)
+        for layer in layers[1:-1]:
+            x = layer(x)
+        summed = layers[-1].segment_sum(multiplicity * cosine, x, centre, num_atoms)
+        cap = float(self.max_neighbors)
+        return summed * (1.0 / cap / cap)
 
     def _descriptor(
         self,
