@@ -357,3 +357,34 @@ def test_cpu_tanh_matches_torch_tanh_and_its_derivatives(dtype):
     sample = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(tanh, (sample,))
     assert torch.autograd.gradgradcheck(tanh, (sample,))
+
+
+@pytest.mark.parametrize("variant", ["new", "old_strip", "incr_direct"])
+@pytest.mark.parametrize("smooth", [True, False])
+def test_repformer_centre_groups_are_exact(variant, smooth, monkeypatch):
+    # Groups of 3 centres (instead of 48), each on its own slot width, against all centres at
+    # once: outputs and the weight gradients of a force loss (double backward) must agree.
+    from lamforge.nn import repformers
+
+    config = tiny_config(variant)
+    config = dataclasses.replace(
+        config, descriptor=dataclasses.replace(config.descriptor, smooth=smooth)
+    )
+    model = build_model_from(config)
+    batch = [molecule_frame(), periodic_frame(), slab_frame()]
+    inputs = model_input(batch, ELEMENTS, [(4.0, 40), (3.0, 20)])
+    monkeypatch.setattr(repformers, "CENTER_GROUP_ATOMS", 3)
+    results = []
+    for groups in (4, 1):
+        monkeypatch.setattr(repformers, "CENTER_GROUPS", groups)
+        model.zero_grad(set_to_none=True)
+        out = evaluate(model, inputs, create_graph=True)
+        (out.energy.square().sum() + out.forces.square().sum()).backward()
+        gradients = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out, gradients))
+    (grouped, grouped_gradients), (whole, whole_gradients) = results
+    assert torch.allclose(grouped.energy, whole.energy, rtol=1e-13, atol=0)
+    assert torch.allclose(grouped.forces, whole.forces, rtol=0, atol=1e-11)
+    assert torch.allclose(grouped.virial, whole.virial, rtol=0, atol=1e-11)
+    for name, reference in whole_gradients.items():
+        assert torch.allclose(grouped_gradients[name], reference, rtol=1e-10, atol=1e-12), name
