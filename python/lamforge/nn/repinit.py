@@ -252,7 +252,8 @@ class ThreeBodyBlock(_StatisticsBlock):
         """Three-body descriptor D3, [num_atoms, three_body_neurons[-1]] (args as RepinitBlock)."""
         env, switch = self.normalised_environment(geometry, atom_types)
         types = geometry.neighbor_types
-        if self._pair_list_applies():
+        # The pair list has a data-dependent length: not on the fused (compilable) path.
+        if self._pair_list_applies() and not kernels.fused_enabled(env):
             return self._descriptor_from_pairs(env, geometry.mask, types, type_table)
         num_atoms, num_slots = env.shape[:2]
         num_groups = min(THREE_BODY_GROUPS, num_atoms // THREE_BODY_GROUP_ATOMS)
