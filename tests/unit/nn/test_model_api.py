@@ -388,3 +388,30 @@ def test_repformer_centre_groups_are_exact(variant, smooth, monkeypatch):
     assert torch.allclose(grouped.virial, whole.virial, rtol=0, atol=1e-11)
     for name, reference in whole_gradients.items():
         assert torch.allclose(grouped_gradients[name], reference, rtol=1e-10, atol=1e-12), name
+
+
+@pytest.mark.parametrize("variant", ["new", "old_strip"])
+def test_repinit_centre_groups_are_exact(variant, monkeypatch):
+    # Groups of 3 centres, each on its own slot width, against all centres at once (concat and
+    # strip repinit): outputs and the weight gradients of a force loss must agree.
+    from lamforge.nn import repinit
+
+    model = build_model(variant)
+    assert model.descriptor.repinit.exact_without_empty_slots()
+    batch = [molecule_frame(), periodic_frame(), slab_frame()]
+    inputs = model_input(batch, ELEMENTS, [(4.0, 40), (3.0, 20)])
+    monkeypatch.setattr(repinit, "REPINIT_GROUP_ATOMS", 3)
+    results = []
+    for groups in (4, 1):
+        monkeypatch.setattr(repinit, "REPINIT_GROUPS", groups)
+        model.zero_grad(set_to_none=True)
+        out = evaluate(model, inputs, create_graph=True)
+        (out.energy.square().sum() + out.forces.square().sum()).backward()
+        gradients = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out, gradients))
+    (grouped, grouped_gradients), (whole, whole_gradients) = results
+    assert torch.allclose(grouped.energy, whole.energy, rtol=1e-13, atol=0)
+    assert torch.allclose(grouped.forces, whole.forces, rtol=0, atol=1e-11)
+    assert torch.allclose(grouped.virial, whole.virial, rtol=0, atol=1e-11)
+    for name, reference in whole_gradients.items():
+        assert torch.allclose(grouped_gradients[name], reference, rtol=1e-10, atol=1e-12), name
