@@ -135,13 +135,22 @@ class PairAttentionValues(nn.Module):
         self.head_map = DenseLayer(dim * num_heads, dim, dtype=dtype, generator=generator)
 
     def forward(self, weights: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
-        """Weights [atoms, heads, slots, slots], g2 [atoms, slots, d2] -> [atoms, slots, d2]."""
+        """Weights [atoms, heads, slots, slots], g2 [atoms, slots, d2] -> [atoms, slots, d2].
+
+        o_j = Σ_h (Σ_k AA_hjk g2_k V_h) O_h + b = Σ_{h,k} AA_hjk (g2_k (V_h O_h)) + b, with V_h
+        and O_h the head's columns of ``value`` and rows of ``head_map``: the heads are folded
+        into the weights, and one matmul per centre contracts over heads and slots together
+        (larger, faster matrix products than one per head, and no head_map product).
+        """
         num_atoms, num_slots, dim = g2.shape
-        values = self.value(g2).view(num_atoms, num_slots, dim, self.num_heads)
-        values = values.permute(0, 3, 1, 2)  # [atoms, heads, slots, dim]
-        out = torch.matmul(weights, values)
-        out = out.permute(0, 2, 3, 1).reshape(num_atoms, num_slots, dim * self.num_heads)
-        return self.head_map(out)
+        heads = self.num_heads
+        # Column c·heads + h of ``value`` and row c·heads + h of ``head_map`` belong to head h.
+        value = self.value.weight.view(dim, dim, heads).permute(2, 0, 1)
+        head_map = self.head_map.weight.view(dim, heads, dim).permute(1, 0, 2)
+        per_head = torch.matmul(g2.unsqueeze(1), torch.matmul(value, head_map))
+        stacked = weights.permute(0, 2, 1, 3).reshape(num_atoms, num_slots, heads * num_slots)
+        out = torch.matmul(stacked, per_head.reshape(num_atoms, heads * num_slots, dim))
+        return out if self.head_map.bias is None else out + self.head_map.bias
 
 
 class PairAttentionVectors(nn.Module):

@@ -117,7 +117,8 @@ class DPA2Descriptor(nn.Module):
         # Run blocks on trimmed neighbour slots where that is exact (a switch for tests).
         self.trim_empty_slots = True
         # Export mode (``lamforge.export``): no optimisation whose shapes depend on the data
-        # (slot trimming, three-body grouping), so the forward traces with symbolic shapes.
+        # (slot trimming, centre grouping, the three-body pair list), so the forward traces with
+        # symbolic shapes.
         self.static_shapes = False
         self.num_out = repformer.g1_dim + (
             repinit.type_embedding_dim if config.concat_output_tebd else 0
@@ -168,19 +169,22 @@ class DPA2Descriptor(nn.Module):
                 return geometries[role].trimmed()
             return geometries[role]
 
-        features = self.repinit(geometry("repinit", self.repinit), atom_types, type_table)
+        group = not self.static_shapes
+        features = self.repinit(
+            geometry("repinit", self.repinit), atom_types, type_table, group=group
+        )
         if self.three_body is not None:
             three_body = self.three_body(
                 geometry("three_body", self.three_body),
                 atom_types,
                 type_table,
-                group=not self.static_shapes,
+                group=group,
             )
             features = torch.cat([features, three_body], dim=-1)
         g1 = self.bridge(features) if self.bridge is not None else features
         if self.tebd_transform is not None:
             g1 = g1 + self.tebd_transform(atom_embedding)
-        g1 = self.repformers(geometry("repformers", self.repformers), atom_types, g1)
+        g1 = self.repformers(geometry("repformers", self.repformers), atom_types, g1, group=group)
         if self.config.concat_output_tebd:
             g1 = torch.cat([g1, atom_embedding], dim=-1)
         return g1

@@ -85,7 +85,7 @@ def evaluate(
         :class:`ModelOutput`. Without any derivative the energy follows the caller's grad mode
         (so ``model`` can be trained on energies alone).
     """
-    chunks = _frame_chunks(inputs, max_atoms_per_chunk)
+    chunks = frame_chunks(inputs, max_atoms_per_chunk)
     options = {
         "forces": forces,
         "virial": virial,
@@ -108,7 +108,7 @@ def evaluate(
     )
 
 
-def _frame_chunks(inputs: ModelInput, max_atoms: int | None) -> list[tuple[int, int]]:
+def frame_chunks(inputs: ModelInput, max_atoms: int | None) -> list[tuple[int, int]]:
     """Consecutive frame ranges [start, stop) of at most ``max_atoms`` atoms (or one frame)."""
     if max_atoms is not None and max_atoms < 1:
         raise ValueError(f"max_atoms_per_chunk must be a positive number of atoms, got {max_atoms}")

@@ -45,3 +45,12 @@ class BlockGeometry:
             vectors=self.vectors[:, :width],
             neighbor_types=self.neighbor_types[:, :width],
         )
+
+    def select(self, centers: torch.Tensor, width: int) -> BlockGeometry:
+        """The edges of the centres ``centers`` [k] on their first ``width`` slots."""
+        return BlockGeometry(
+            index=self.index[centers, :width],
+            mask=self.mask[centers, :width],
+            vectors=self.vectors[centers, :width],
+            neighbor_types=self.neighbor_types[centers, :width],
+        )

@@ -239,20 +239,23 @@ class RepformerLayer(nn.Module):
         mask: torch.Tensor,
         switch: torch.Tensor,
         num_trimmed: int = 0,
+        centers: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Update all channels.
 
         Args:
             g1: [num_atoms, d1].
-            g2: [num_atoms, N, d2].
-            h2: [num_atoms, N, 3].
-            index: [num_atoms, N] neighbour indices, empty slots set to a valid index.
-            mask: [num_atoms, N] bool.
-            switch: [num_atoms, N], zero in empty slots.
+            g2: [num_centers, N, d2].
+            h2: [num_centers, N, 3].
+            index: [num_centers, N] neighbour indices, empty slots set to a valid index.
+            mask: [num_centers, N] bool.
+            switch: [num_centers, N], zero in empty slots.
             num_trimmed: empty slots trimmed off beyond N (the attention accounts for them).
+            centers: [num_centers] the atoms (rows of g1) whose channels this call updates; None:
+                every atom (num_centers = num_atoms). Neighbours are read from all of g1.
 
         Returns:
-            The new (g1, g2, h2) with the same shapes.
+            The new (g1, g2, h2) of the centres: [num_centers, d1] and g2/h2's shapes.
         """
         c = self.config
         # The fused kernels gather g1 themselves for the conv and drrd terms.
@@ -268,6 +271,10 @@ class RepformerLayer(nn.Module):
             if needs_neighbor_g1
             else None
         )
+        if centers is not None:
+            if fused_index is not None:
+                raise ValueError("centre groups are for the reference path (fused kernels off)")
+            g1 = g1.index_select(0, centers)
         g1_updates = [g1]
         if self.g1_self_mlp is not None:
             g1_updates.append(self.activation(self.g1_self_mlp(g1)))

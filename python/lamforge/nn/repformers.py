@@ -5,11 +5,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lamforge import kernels
 from lamforge.nn.config import RepformerConfig
 from lamforge.nn.geometry import BlockGeometry
 from lamforge.nn.layers import DenseLayer, activation_function
 from lamforge.nn.repformer_layer import RepformerLayer
 from lamforge.nn.repinit import _StatisticsBlock
+
+# Groups of centres by neighbour count (as in the three-body branch of repinit), each of at least
+# this many centres.
+CENTER_GROUPS = 4
+CENTER_GROUP_ATOMS = 48
 
 
 class RepformerBlock(_StatisticsBlock):
@@ -55,7 +61,11 @@ class RepformerBlock(_StatisticsBlock):
         return True
 
     def forward(
-        self, geometry: BlockGeometry, atom_types: torch.Tensor, g1: torch.Tensor
+        self,
+        geometry: BlockGeometry,
+        atom_types: torch.Tensor,
+        g1: torch.Tensor,
+        group: bool = True,
     ) -> torch.Tensor:
         """Run the message passing.
 
@@ -63,6 +73,8 @@ class RepformerBlock(_StatisticsBlock):
             geometry: this block's edges.
             atom_types: [num_atoms].
             g1: [num_atoms, g1_dim] the bridge output before its activation.
+            group: run centres in groups of similar neighbour counts (exact); False runs them all
+                at once (no shape that depends on the data: export).
 
         Returns:
             g1 after the last layer, [num_atoms, g1_dim].
@@ -78,7 +90,45 @@ class RepformerBlock(_StatisticsBlock):
         else:
             g2, h2 = torch.split(env, [1, 3], dim=-1)
         g2 = self.activation(self.g2_embd(g2))
-        num_trimmed = self.max_neighbors - mask.shape[1]
+        groups = self._center_groups(mask, g1) if group else None
+        if groups is None:
+            num_trimmed = self.max_neighbors - mask.shape[1]
+            for layer in self.layers:
+                g1, g2, h2 = layer(g1, g2, h2, geometry.index, mask, switch, num_trimmed)
+            return g1
+        # Centres sorted by their last used slot run in groups, each on its own slot width: the
+        # pair attention costs the square of the width. Every layer reads the neighbours' g1 of
+        # the previous layer, so all groups finish a layer before the next one starts.
+        channels = []
+        for centers in groups:
+            width = max(int((mask[centers] * self._slot_numbers(mask)).amax()), 1)
+            channels.append(
+                [
+                    g2[centers, :width], h2[centers, :width], geometry.index[centers, :width],
+                    mask[centers, :width], switch[centers, :width],
+                ]
+            )  # fmt: skip
+        inverse = torch.argsort(torch.cat(groups))
         for layer in self.layers:
-            g1, g2, h2 = layer(g1, g2, h2, geometry.index, mask, switch, num_trimmed)
+            updated = []
+            for centers, channel in zip(groups, channels, strict=True):
+                g2_group, h2_group, index, group_mask, group_switch = channel
+                num_trimmed = self.max_neighbors - group_mask.shape[1]
+                g1_group, channel[0], channel[1] = layer(
+                    g1, g2_group, h2_group, index, group_mask, group_switch, num_trimmed, centers
+                )
+                updated.append(g1_group)
+            g1 = torch.cat(updated)[inverse]
         return g1
+
+    @staticmethod
+    def _slot_numbers(mask: torch.Tensor) -> torch.Tensor:
+        return torch.arange(1, mask.shape[1] + 1, device=mask.device)
+
+    def _center_groups(self, mask: torch.Tensor, g1: torch.Tensor) -> list[torch.Tensor] | None:
+        """Centres in groups of similar neighbour counts, or None to run all at once."""
+        num_groups = min(CENTER_GROUPS, mask.shape[0] // CENTER_GROUP_ATOMS)
+        if num_groups < 2 or kernels.fused_enabled(g1):
+            return None
+        width = (mask * self._slot_numbers(mask)).amax(dim=1)
+        return list(torch.tensor_split(torch.argsort(width), num_groups))

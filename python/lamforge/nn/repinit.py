@@ -26,6 +26,12 @@ from lamforge.nn.layers import EmbeddingNet
 # centres (smaller groups cost more in per-operation overhead than the slots they save).
 THREE_BODY_GROUPS = 4
 THREE_BODY_GROUP_ATOMS = 48
+# The same for the two-body repinit block (water: 78 to 101 of its 120 slots used per centre).
+REPINIT_GROUPS = 4
+REPINIT_GROUP_ATOMS = 48
+# Concat mode: evaluate the three-body net on the list of real neighbour pairs j <= k instead of
+# every slot pair (a switch for the tests that compare both).
+THREE_BODY_PAIR_LIST = True
 
 
 class _StatisticsBlock(nn.Module):
@@ -150,7 +156,11 @@ class RepinitBlock(_StatisticsBlock):
         return self.empty_rows_are_zero(slice(None))
 
     def forward(
-        self, geometry: BlockGeometry, atom_types: torch.Tensor, type_table: torch.Tensor
+        self,
+        geometry: BlockGeometry,
+        atom_types: torch.Tensor,
+        type_table: torch.Tensor,
+        group: bool = True,
     ) -> torch.Tensor:
         """Invariant descriptor D.
 
@@ -158,10 +168,37 @@ class RepinitBlock(_StatisticsBlock):
             geometry: this block's edges.
             atom_types: [num_atoms].
             type_table: [num_elements + 1, tebd_dim] (last row zero).
+            group: run centres in groups of similar neighbour counts where that is exact;
+                False runs every centre on all slots (no shape that depends on the data: export).
 
         Returns:
             [num_atoms, ng * axis_neurons].
         """
+        num_atoms, num_slots = geometry.mask.shape
+        num_groups = min(REPINIT_GROUPS, num_atoms // REPINIT_GROUP_ATOMS)
+        if (
+            not group
+            or num_groups < 2
+            or not self.exact_without_empty_slots()
+            or kernels.fused_enabled(geometry.vectors)
+        ):
+            return self._descriptor(geometry, atom_types, type_table)
+        # Centres sorted by their last used slot run in groups, each on its own width (exact:
+        # empty slots add nothing and the moment is normalised by the fixed cap).
+        width = (geometry.mask * torch.arange(1, num_slots + 1, device=atom_types.device)).amax(1)
+        order = torch.argsort(width)
+        outputs = []
+        for group in torch.tensor_split(order, num_groups):
+            used = max(int(width[group].max()), 1)
+            outputs.append(
+                self._descriptor(geometry.select(group, used), atom_types[group], type_table)
+            )
+        return torch.cat(outputs)[torch.argsort(order)]
+
+    def _descriptor(
+        self, geometry: BlockGeometry, atom_types: torch.Tensor, type_table: torch.Tensor
+    ) -> torch.Tensor:
+        """D of the centres of ``geometry`` (arguments and result as :meth:`forward`)."""
         env, switch = self.normalised_environment(geometry, atom_types)
         num_atoms, num_slots, _ = env.shape
         radial = env[..., :1]
@@ -259,6 +296,9 @@ class ThreeBodyBlock(_StatisticsBlock):
         types = geometry.neighbor_types
         if not group:
             return self._descriptor(env, switch, types, type_table)
+        # The pair list has a data-dependent length: not on the fused (compilable) path.
+        if self._pair_list_applies() and not kernels.fused_enabled(env):
+            return self._descriptor_from_pairs(env, geometry.mask, types, type_table)
         num_atoms, num_slots = env.shape[:2]
         num_groups = min(THREE_BODY_GROUPS, num_atoms // THREE_BODY_GROUP_ATOMS)
         if num_groups < 2 or not self.exact_without_empty_slots():
@@ -277,6 +317,69 @@ class ThreeBodyBlock(_StatisticsBlock):
                 )
             )
         return torch.cat(outputs)[torch.argsort(order)]
+
+    def _pair_list_applies(self) -> bool:
+        """Concat mode, a first layer without skip followed by more layers, zero angular mean."""
+        layers = self.embedding.layers
+        return (
+            THREE_BODY_PAIR_LIST
+            and self.mode == "concat"
+            and len(layers) > 1
+            and not layers[0].has_skip
+            and self.exact_without_empty_slots()
+        )
+
+    def _descriptor_from_pairs(
+        self,
+        env: torch.Tensor,
+        mask: torch.Tensor,
+        types: torch.Tensor,
+        type_table: torch.Tensor,
+    ) -> torch.Tensor:
+        """D3 from the real neighbour pairs j <= k only (concat mode).
+
+        e_jk = e_kj, and H_jk = H_kj when neighbours j and k are the same element (the net's input
+        [e, T_j, T_k] is then the same), so
+
+            Σ_jk e_jk H_jk = Σ_j e_jj H_jj + Σ_{j<k} e_jk (H(e_jk, T_j, T_k) + H(e_jk, T_k, T_j))
+
+        takes one evaluation per same-element pair (counted twice) and two, types swapped, per
+        mixed pair. Pairs with an empty slot have e = 0 (zero angular rows) and are skipped.
+        """
+        num_atoms, num_slots = env.shape[:2]
+        angular = env[..., 1:]
+        cosines = torch.matmul(angular, angular.transpose(1, 2))
+        upper = torch.ones(num_slots, num_slots, dtype=torch.bool, device=env.device).triu_()
+        real = mask.unsqueeze(2) & mask.unsqueeze(1) & upper
+        centre, first, second = real.nonzero(as_tuple=True)
+        flat = (centre * num_slots + first) * num_slots + second
+        cosine = cosines.reshape(-1).index_select(0, flat)
+        type_first, type_second = types[centre, first], types[centre, second]
+        off_diagonal = first != second
+        mixed = off_diagonal & (type_first != type_second)
+        swapped = mixed.nonzero().squeeze(1)
+        centre = torch.cat([centre, centre[swapped]])
+        cosine = torch.cat([cosine, cosine.index_select(0, swapped)])
+        type_a = torch.cat([type_first, type_second[swapped]])
+        type_b = torch.cat([type_second, type_first[swapped]])
+        multiplicity = torch.cat(
+            [1.0 + (off_diagonal & ~mixed).to(env.dtype), env.new_ones(swapped.shape[0])]
+        )
+        # First layer on [e, T_a, T_b]: the type part is a per-element projection, gathered.
+        layers = self.embedding.layers
+        weight = layers[0].weight
+        dim = type_table.shape[1]
+        pre = cosine.unsqueeze(-1) * weight[0]
+        pre = pre + (type_table @ weight[1 : 1 + dim])[type_a]
+        pre = pre + (type_table @ weight[1 + dim : 1 + 2 * dim])[type_b]
+        if layers[0].bias is not None:
+            pre = pre + layers[0].bias
+        x = layers[0].finish(pre, None)
+        for layer in layers[1:-1]:
+            x = layer(x)
+        summed = layers[-1].segment_sum(multiplicity * cosine, x, centre, num_atoms)
+        cap = float(self.max_neighbors)
+        return summed * (1.0 / cap / cap)
 
     def _descriptor(
         self,

@@ -17,6 +17,10 @@ With ``function="mse"`` (deepmd-kit's default) the loss is a sum of mean squared
 with ``q = 1`` (deepmd-kit's default, ``intensive=False``) or ``q = 2`` (``intensive=True``, errors
 per atom). ``function="huber"`` replaces each square by the Huber function of the per-atom residual
 (energy and virial divided by ``N_f``) with threshold ``huber_delta``.
+
+Every mean is a sum over labelled frames (atoms) divided by their number, so the loss of a batch is
+the sum of the losses of its parts when each part divides by the whole batch's counts
+(:class:`LabelCounts`): ``lamforge.train.step`` back-propagates a batch part by part this way.
 """
 
 from __future__ import annotations
@@ -78,6 +82,46 @@ class EnergyLabels:
     virial: torch.Tensor | None = None
     virial_mask: torch.Tensor | None = None
 
+    def frames(self, start: int, stop: int) -> EnergyLabels:
+        """The labels of frames ``start`` to ``stop - 1`` (atoms of a frame are contiguous)."""
+        offsets = torch.cumsum(self.num_atoms, 0).tolist()
+        first = offsets[start - 1] if start > 0 else 0
+        last = offsets[stop - 1]
+        return EnergyLabels(
+            energy=self.energy[start:stop],
+            energy_mask=self.energy_mask[start:stop],
+            forces=self.forces[first:last],
+            forces_mask=self.forces_mask[first:last],
+            num_atoms=self.num_atoms[start:stop],
+            virial=None if self.virial is None else self.virial[start:stop],
+            virial_mask=None if self.virial_mask is None else self.virial_mask[start:stop],
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelCounts:
+    """How many frames (atoms) carry each label: the denominators of the loss's means.
+
+    Attributes:
+        energy: Frames with an energy label.
+        forces: Atoms with a force label.
+        virial: Frames with a virial label.
+    """
+
+    energy: int
+    forces: int
+    virial: int
+
+    @classmethod
+    def of(cls, labels: EnergyLabels) -> LabelCounts:
+        """The counts of a batch of labels."""
+        virial = 0 if labels.virial_mask is None else int(labels.virial_mask.sum())
+        return cls(
+            energy=int(labels.energy_mask.sum()),
+            forces=int(labels.forces_mask.sum()),
+            virial=virial,
+        )
+
 
 @dataclass(kw_only=True)
 class EnergyPrediction:
@@ -120,18 +164,32 @@ class EnergyLoss:
     def __init__(self, config: LossConfig) -> None:
         self.config = config
 
-    def _term(self, residual: torch.Tensor, per_atom: torch.Tensor | None) -> torch.Tensor:
+    def _term(
+        self, residual: torch.Tensor, per_atom: torch.Tensor | None, count: int | None
+    ) -> torch.Tensor:
+        """Mean of the squares (or Huber values) of ``residual`` [rows, ...].
+
+        With ``count`` (labelled rows of the whole batch) the sum over ``count`` times the row
+        width instead: this part's share of the batch's mean.
+        """
         if self.config.function == "huber":
             scaled = residual if per_atom is None else residual / per_atom
-            return _huber(scaled, self.config.huber_delta).mean()
-        squares = residual**2
-        if per_atom is not None:
-            exponent = 2 if self.config.intensive else 1
-            squares = squares / per_atom**exponent
-        return squares.mean()
+            values = _huber(scaled, self.config.huber_delta)
+        else:
+            values = residual**2
+            if per_atom is not None:
+                exponent = 2 if self.config.intensive else 1
+                values = values / per_atom**exponent
+        if count is None:
+            return values.mean()
+        return values.sum() / (count * values.shape[1:].numel())
 
     def __call__(
-        self, prediction: EnergyPrediction, labels: EnergyLabels, lr_factor: float
+        self,
+        prediction: EnergyPrediction,
+        labels: EnergyLabels,
+        lr_factor: float,
+        counts: LabelCounts | None = None,
     ) -> LossValue:
         """Computes the loss.
 
@@ -139,6 +197,9 @@ class EnergyLoss:
             prediction: Model output.
             labels: Reference labels and masks.
             lr_factor: Current learning rate divided by the start learning rate.
+            counts: Labelled frames and atoms of the whole batch when ``labels`` is a part of it:
+                the terms are then this part's share of the batch's loss (the shares sum to it).
+                None: ``labels`` is the whole batch. The RMSEs are always those of this part.
 
         Returns:
             The total loss and RMSEs of the labelled parts.
@@ -150,12 +211,15 @@ class EnergyLoss:
         if config.energy.active and labels.energy_mask.any():
             mask = labels.energy_mask
             residual = prediction.energy[mask] - labels.energy[mask]
-            total = total + config.energy.at(lr_factor) * self._term(residual, atoms[mask])
+            count = None if counts is None else counts.energy
+            term = self._term(residual, atoms[mask], count)
+            total = total + config.energy.at(lr_factor) * term
             value.energy_rmse_per_atom = _rmse((residual / atoms[mask]) ** 2)
         if config.forces.active and labels.forces_mask.any():
             mask = labels.forces_mask
             residual = prediction.forces[mask] - labels.forces[mask]
-            total = total + config.forces.at(lr_factor) * self._term(residual, None)
+            count = None if counts is None else counts.forces
+            total = total + config.forces.at(lr_factor) * self._term(residual, None, count)
             value.forces_rmse = _rmse(residual**2)
         if (
             config.virial.active
@@ -167,7 +231,8 @@ class EnergyLoss:
             mask = labels.virial_mask
             residual = (prediction.virial[mask] - labels.virial[mask]).reshape(-1, 9)
             per_atom = atoms[mask].unsqueeze(-1)
-            total = total + config.virial.at(lr_factor) * self._term(residual, per_atom)
+            count = None if counts is None else counts.virial
+            total = total + config.virial.at(lr_factor) * self._term(residual, per_atom, count)
             value.virial_rmse_per_atom = _rmse((residual / per_atom) ** 2)
         value.total = total
         return value

@@ -27,13 +27,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lamforge.nn.forces import evaluate
-from lamforge.nn.inputs import ModelInput
 from lamforge.train.checkpoint import CheckpointManager, load_file
 from lamforge.train.curves import CurveLog, CurveRow
 from lamforge.train.ema import ExponentialMovingAverage
 from lamforge.train.loss import EnergyLoss, EnergyPrediction, LossConfig, LossValue
 from lamforge.train.metrics import ErrorAccumulator, ErrorMetrics
 from lamforge.train.schedule import ExponentialDecay, LearningRateConfig
+from lamforge.train.step import DEFAULT_TRAINING_CHUNK_ATOMS, EnergyForceModule, backward_in_chunks
 from lamforge.train.stream import BatchStream, TrainingBatch
 
 
@@ -68,6 +68,10 @@ class TrainerConfig:
         validate_every: Steps between validations (0: only at the end).
         checkpoint_every: Steps between checkpoints (0: only at the end).
         keep_last: Step checkpoints kept.
+        max_atoms_per_chunk: Back-propagate a batch in runs of whole frames of at most this many
+            atoms (a larger frame alone), one backward each, so that the force-training graph of
+            only one run is alive at a time (``lamforge.train.step``; the gradients are those of
+            the whole batch). None: the whole batch in one backward.
     """
 
     steps: int = 1000
@@ -79,6 +83,7 @@ class TrainerConfig:
     validate_every: int = 100
     checkpoint_every: int = 100
     keep_last: int = 3
+    max_atoms_per_chunk: int | None = DEFAULT_TRAINING_CHUNK_ATOMS
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -86,31 +91,14 @@ class TrainerConfig:
         for name in ("log_every", "validate_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative")
+        if self.max_atoms_per_chunk is not None and self.max_atoms_per_chunk < 1:
+            raise ValueError(
+                f"max_atoms_per_chunk must be positive, got {self.max_atoms_per_chunk}"
+            )
 
 
 #: Validation data per task: a function returning the task's batches (called once per validation).
 ValidationSets = Mapping[str, Callable[[], Iterable[TrainingBatch]]]
-
-
-class EnergyForceModule(nn.Module):
-    """Wraps a model so that one ``forward`` gives energy, forces and virial (what DDP needs)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self, inputs: ModelInput, head: str, virial: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Energy [num_frames], forces [num_atoms, 3] and virial [num_frames, 3, 3] or None.
-
-        Forces (and virial) stay differentiable w.r.t. the weights in training mode. A plain tuple,
-        so that DistributedDataParallel finds every output tensor.
-        """
-        output = evaluate(
-            self.model, inputs, head, forces=True, virial=virial, create_graph=self.training
-        )
-        return output.energy, output.forces, output.virial
 
 
 def predict(model: nn.Module, batch: TrainingBatch) -> EnergyPrediction:
@@ -209,10 +197,10 @@ class Trainer:
         loss_fn = self._loss(batch.task)
         wants_virial = loss_fn.config.virial.active and batch.labels.virial is not None
         self.optimizer.zero_grad(set_to_none=True)
-        energy, forces, virial = self.module(batch.inputs, batch.task, wants_virial)
-        prediction = EnergyPrediction(energy=energy, forces=forces, virial=virial)
-        loss = loss_fn(prediction, batch.labels, self.schedule.factor(self.step))
-        loss.total.backward()
+        loss = backward_in_chunks(
+            self.module, batch, loss_fn, self.schedule.factor(self.step),
+            virial=wants_virial, max_atoms_per_chunk=self.config.max_atoms_per_chunk,
+        )  # fmt: skip
         if self.config.optimizer.gradient_max_norm is not None:
             nn.utils.clip_grad_norm_(
                 self.model.parameters(), self.config.optimizer.gradient_max_norm

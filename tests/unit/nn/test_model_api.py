@@ -325,6 +325,7 @@ def test_three_body_groups_by_neighbour_count_are_exact(monkeypatch):
 
     model = build_model("new")
     inputs = model_input([molecule_frame(), periodic_frame()], ELEMENTS, [(4.0, 40), (3.0, 20)])
+    monkeypatch.setattr(repinit, "THREE_BODY_PAIR_LIST", False)  # groups are the dense path's
     monkeypatch.setattr(repinit, "THREE_BODY_GROUP_ATOMS", 3)
     grouped = evaluate(model, inputs)
     monkeypatch.setattr(repinit, "THREE_BODY_GROUPS", 1)
@@ -332,3 +333,101 @@ def test_three_body_groups_by_neighbour_count_are_exact(monkeypatch):
     assert torch.allclose(grouped.energy, whole.energy, rtol=1e-13, atol=0)
     assert torch.allclose(grouped.forces, whole.forces, rtol=0, atol=1e-11)
     assert torch.allclose(grouped.virial, whole.virial, rtol=0, atol=1e-11)
+
+
+def test_three_body_pair_list_equals_every_slot_pair(monkeypatch):
+    # The pair list evaluates the three-body net once per real same-element pair j <= k and twice
+    # (types swapped) per mixed pair; every slot pair on the dense path. Outputs and the weight
+    # gradients of a force loss (double backward) must agree.
+    from lamforge.nn import repinit
+
+    model = build_model("new")
+    batch = [periodic_frame(), slab_frame(), molecule_frame()]
+    inputs = model_input(batch, ELEMENTS, [(4.0, 40), (3.0, 20)])
+    results = []
+    for pair_list in (True, False):
+        monkeypatch.setattr(repinit, "THREE_BODY_PAIR_LIST", pair_list)
+        assert model.descriptor.three_body._pair_list_applies() is pair_list
+        model.zero_grad(set_to_none=True)
+        out = evaluate(model, inputs, create_graph=True)
+        (out.energy.square().sum() + out.forces.square().sum()).backward()
+        gradients = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out, gradients))
+    (pairs, pair_gradients), (dense, dense_gradients) = results
+    assert torch.allclose(pairs.energy, dense.energy, rtol=1e-13, atol=0)
+    assert torch.allclose(pairs.forces, dense.forces, rtol=0, atol=1e-11)
+    assert torch.allclose(pairs.virial, dense.virial, rtol=0, atol=1e-11)
+    assert any(name.startswith("descriptor.three_body.") for name in dense_gradients)
+    for name, reference in dense_gradients.items():
+        assert torch.allclose(pair_gradients[name], reference, rtol=1e-10, atol=1e-12), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cpu_tanh_matches_torch_tanh_and_its_derivatives(dtype):
+    from lamforge.nn.layers import tanh
+
+    x = torch.linspace(-30.0, 30.0, 2001, dtype=dtype)
+    x = torch.cat([x, torch.tensor([0.0, 1e-300 if dtype == torch.float64 else 1e-30])])
+    tolerance = 4e-16 if dtype == torch.float64 else 4e-7
+    assert (tanh(x) - torch.tanh(x)).abs().max() <= tolerance
+    sample = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(tanh, (sample,))
+    assert torch.autograd.gradgradcheck(tanh, (sample,))
+
+
+@pytest.mark.parametrize("variant", ["new", "old_strip", "incr_direct"])
+@pytest.mark.parametrize("smooth", [True, False])
+def test_repformer_centre_groups_are_exact(variant, smooth, monkeypatch):
+    # Groups of 3 centres (instead of 48), each on its own slot width, against all centres at
+    # once: outputs and the weight gradients of a force loss (double backward) must agree.
+    from lamforge.nn import repformers
+
+    config = tiny_config(variant)
+    config = dataclasses.replace(
+        config, descriptor=dataclasses.replace(config.descriptor, smooth=smooth)
+    )
+    model = build_model_from(config)
+    batch = [molecule_frame(), periodic_frame(), slab_frame()]
+    inputs = model_input(batch, ELEMENTS, [(4.0, 40), (3.0, 20)])
+    monkeypatch.setattr(repformers, "CENTER_GROUP_ATOMS", 3)
+    results = []
+    for groups in (4, 1):
+        monkeypatch.setattr(repformers, "CENTER_GROUPS", groups)
+        model.zero_grad(set_to_none=True)
+        out = evaluate(model, inputs, create_graph=True)
+        (out.energy.square().sum() + out.forces.square().sum()).backward()
+        gradients = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out, gradients))
+    (grouped, grouped_gradients), (whole, whole_gradients) = results
+    assert torch.allclose(grouped.energy, whole.energy, rtol=1e-13, atol=0)
+    assert torch.allclose(grouped.forces, whole.forces, rtol=0, atol=1e-11)
+    assert torch.allclose(grouped.virial, whole.virial, rtol=0, atol=1e-11)
+    for name, reference in whole_gradients.items():
+        assert torch.allclose(grouped_gradients[name], reference, rtol=1e-10, atol=1e-12), name
+
+
+@pytest.mark.parametrize("variant", ["new", "old_strip"])
+def test_repinit_centre_groups_are_exact(variant, monkeypatch):
+    # Groups of 3 centres, each on its own slot width, against all centres at once (concat and
+    # strip repinit): outputs and the weight gradients of a force loss must agree.
+    from lamforge.nn import repinit
+
+    model = build_model(variant)
+    assert model.descriptor.repinit.exact_without_empty_slots()
+    batch = [molecule_frame(), periodic_frame(), slab_frame()]
+    inputs = model_input(batch, ELEMENTS, [(4.0, 40), (3.0, 20)])
+    monkeypatch.setattr(repinit, "REPINIT_GROUP_ATOMS", 3)
+    results = []
+    for groups in (4, 1):
+        monkeypatch.setattr(repinit, "REPINIT_GROUPS", groups)
+        model.zero_grad(set_to_none=True)
+        out = evaluate(model, inputs, create_graph=True)
+        (out.energy.square().sum() + out.forces.square().sum()).backward()
+        gradients = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out, gradients))
+    (grouped, grouped_gradients), (whole, whole_gradients) = results
+    assert torch.allclose(grouped.energy, whole.energy, rtol=1e-13, atol=0)
+    assert torch.allclose(grouped.forces, whole.forces, rtol=0, atol=1e-11)
+    assert torch.allclose(grouped.virial, whole.virial, rtol=0, atol=1e-11)
+    for name, reference in whole_gradients.items():
+        assert torch.allclose(grouped_gradients[name], reference, rtol=1e-10, atol=1e-12), name
