@@ -174,11 +174,12 @@ class RepinitBlock(_StatisticsBlock):
         Returns:
             [num_atoms, ng * axis_neurons].
         """
+        if not group:
+            return self._descriptor(geometry, atom_types, type_table)
         num_atoms, num_slots = geometry.mask.shape
         num_groups = min(REPINIT_GROUPS, num_atoms // REPINIT_GROUP_ATOMS)
         if (
-            not group
-            or num_groups < 2
+            num_groups < 2
             or not self.exact_without_empty_slots()
             or kernels.fused_enabled(geometry.vectors)
         ):
