@@ -387,23 +387,7 @@ def test_repformer_centre_groups_are_exact(variant, smooth, monkeypatch):
         config, descriptor=dataclasses.replace(config.descriptor, smooth=smooth)
     )
     model = build_model_from(config)
-    batch = [molecule_frame(), periodic_frame(), slab_frame()]
-    inputs = model_input(batch, ELEMENTS, [(4.0, 40), (3.0, 20)])
-    monkeypatch.setattr(repformers, "CENTER_GROUP_ATOMS", 3)
-    results = []
-    for groups in (4, 1):
-        monkeypatch.setattr(repformers, "CENTER_GROUPS", groups)
-        model.zero_grad(set_to_none=True)
-        out = evaluate(model, inputs, create_graph=True)
-        (out.energy.square().sum() + out.forces.square().sum()).backward()
-        gradients = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        results.append((out, gradients))
-    (grouped, grouped_gradients), (whole, whole_gradients) = results
-    assert torch.allclose(grouped.energy, whole.energy, rtol=1e-13, atol=0)
-    assert torch.allclose(grouped.forces, whole.forces, rtol=0, atol=1e-11)
-    assert torch.allclose(grouped.virial, whole.virial, rtol=0, atol=1e-11)
-    for name, reference in whole_gradients.items():
-        assert torch.allclose(grouped_gradients[name], reference, rtol=1e-10, atol=1e-12), name
+    _assert_centre_groups_are_exact(model, repformers, "CENTER", monkeypatch)
 
 
 @pytest.mark.parametrize("variant", ["new", "old_strip"])
@@ -414,12 +398,18 @@ def test_repinit_centre_groups_are_exact(variant, monkeypatch):
 
     model = build_model(variant)
     assert model.descriptor.repinit.exact_without_empty_slots()
+    _assert_centre_groups_are_exact(model, repinit, "REPINIT", monkeypatch)
+
+
+def _assert_centre_groups_are_exact(model, module, prefix, monkeypatch):
+    """Groups of 3 centres (``module.<prefix>_GROUPS`` = 4) against all centres at once: the
+    outputs and the weight gradients of a force loss agree."""
     batch = [molecule_frame(), periodic_frame(), slab_frame()]
     inputs = model_input(batch, ELEMENTS, [(4.0, 40), (3.0, 20)])
-    monkeypatch.setattr(repinit, "REPINIT_GROUP_ATOMS", 3)
+    monkeypatch.setattr(module, f"{prefix}_GROUP_ATOMS", 3)
     results = []
     for groups in (4, 1):
-        monkeypatch.setattr(repinit, "REPINIT_GROUPS", groups)
+        monkeypatch.setattr(module, f"{prefix}_GROUPS", groups)
         model.zero_grad(set_to_none=True)
         out = evaluate(model, inputs, create_graph=True)
         (out.energy.square().sum() + out.forces.square().sum()).backward()
