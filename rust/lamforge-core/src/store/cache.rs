@@ -258,7 +258,7 @@ mod tests {
                 scope.spawn(move || {
                     let mut key = thread;
                     for _ in 0..20_000 {
-                        key = (key * 6_364_136_223_846_793_005 + 1) % 200;
+                        key = key.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1) % 200;
                         let value = cache
                             .get_or_load(&key, || Ok::<_, ()>((key * 3, 1 + (key % 4) as usize)))
                             .unwrap();
