@@ -86,10 +86,16 @@ def test_statistics_sample_is_drawn_across_a_grouped_dataset(store):
     loader = _loader(config, task_sources, model, shuffle=False)
     first = _sample(Store.open(store), loader, model, {"bulk": "bulk"}, 4, seed=0)["bulk"]
     other = _sample(Store.open(store), loader, model, {"bulk": "bulk"}, 4, seed=1)["bulk"]
-    loader.close()
     assert sum(batch.labels.num_atoms.numel() for batch in first) == 4
     positions = [torch.cat([b.inputs.positions for b in sample]) for sample in (first, other)]
     assert not torch.equal(*positions)  # seeded: another seed, another sample
+    # The bias sample keeps labels and element counts but no neighbour lists.
+    light = _sample(Store.open(store), loader, model, {"bulk": "bulk"}, 4, 0, keep_neighbors=False)
+    for batch, full in zip(light["bulk"], first, strict=True):
+        assert all(block.index.shape[1] == 0 for block in batch.inputs.neighbors)
+        assert torch.equal(batch.inputs.atom_types, full.inputs.atom_types)
+        assert torch.equal(batch.labels.energy, full.labels.energy)
+    loader.close()
 
 
 def test_split_gives_validation_metrics(store, tmp_path):

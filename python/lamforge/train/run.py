@@ -29,6 +29,7 @@ from lamforge.data.store import Store
 from lamforge.nn import presets
 from lamforge.nn.checkpoint import save_checkpoint
 from lamforge.nn.config import ModelConfig
+from lamforge.nn.inputs import ModelInput, NeighborList
 from lamforge.nn.loading import load_model
 from lamforge.nn.model import DPA2Model
 from lamforge.train.config import RunConfig, TaskData
@@ -141,12 +142,15 @@ def _sample(
     tasks: dict[str, str],
     count: int,
     seed: int,
+    keep_neighbors: bool = True,
 ) -> dict[str, list[TrainingBatch]]:
     """``count`` random training frames of each dataset, as batches of its task.
 
     Seeded by the run's seed. Random, not the first frames: stores are often grouped (by
     composition, trajectory or source file), and statistics or energy biases from one group
-    misfit the others.
+    misfit the others. ``keep_neighbors=False`` drops the neighbour lists of the batches (empty
+    blocks), for a sample that only needs element counts and labels (the energy bias): a
+    thousand frames of 192 atoms would otherwise hold about a gigabyte of neighbour lists.
     """
     samples: dict[str, list[TrainingBatch]] = {task: [] for task in set(tasks.values())}
     for dataset_id, name in enumerate(loader.dataset_names):
@@ -159,8 +163,25 @@ def _sample(
         for start in range(0, len(ids), 8):
             pairs = [(dataset_id, int(i)) for i in ids[start : start + 8]]
             batch = training_batch(loader.collate(pairs), model.elements, tasks)
+            if not keep_neighbors:
+                batch.inputs = _without_neighbors(batch.inputs)
             samples[tasks[name]].append(batch)
     return samples
+
+
+def _without_neighbors(inputs: ModelInput) -> ModelInput:
+    """``inputs`` with every neighbour block replaced by an empty one (no slots)."""
+    num_atoms = inputs.num_atoms
+    empty = tuple(
+        NeighborList(
+            cutoff=block.cutoff,
+            max_neighbors=0,
+            index=block.index.new_empty((num_atoms, 0)),
+            shifts=block.shifts.new_empty((num_atoms, 0, 3)),
+        )
+        for block in inputs.neighbors
+    )
+    return dataclasses.replace(inputs, neighbors=empty)
 
 
 def run(config: RunConfig, resume: bool = False, progress: bool = True) -> TrainingResult:
@@ -189,7 +210,10 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True) -> Train
     if not resume:
         samples = _sample(store, loader, model, tasks, config.data.statistics_frames, config.seed)
         if config.finetune is None:
-            bias = _sample(store, loader, model, tasks, config.data.bias_frames, config.seed)
+            bias = _sample(
+                store, loader, model, tasks, config.data.bias_frames, config.seed,
+                keep_neighbors=False,
+            )  # fmt: skip
             initialize_from_data(model, samples, bias)
         else:
             ((task, batches),) = samples.items()
