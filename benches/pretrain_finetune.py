@@ -60,18 +60,6 @@ SOURCES: dict[str, tuple[tuple[str, ...], LevelOfTheory, str]] = {
 }  # fmt: skip
 
 
-def _milli(value: float | None) -> float | None:
-    return None if value is None else round(1000.0 * value, 2)
-
-
-def _metrics(metrics) -> dict:
-    return {
-        "frames": metrics.num_frames,
-        "energy_rmse_mev_per_atom": _milli(metrics.energy_rmse_per_atom),
-        "forces_rmse_mev_per_a": _milli(metrics.forces_rmse),
-    }
-
-
 def _paths(relative: tuple[str, ...]) -> list[Path]:
     paths = []
     for item in relative:
@@ -132,7 +120,7 @@ def pretrain(arguments: argparse.Namespace) -> Path:
     summary = {
         "steps": arguments.pretrain_steps,
         "wall_seconds": round(time.perf_counter() - start, 1),
-        "validation": {task: _metrics(m) for task, m in result.validation.items()},
+        "validation": {task: m.summary_row() for task, m in result.validation.items()},
     }
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     return model_file
@@ -184,7 +172,7 @@ def transfer(arguments: argparse.Namespace, pretrained: Path) -> list[dict]:
             zero_shot = zero_shot_model(model, bias, head, task=downstream)
             test = dataset_batches(store_path, test_name, zero_shot, downstream)
             metrics = evaluate_dataset(zero_shot, test, test_name).metrics
-            save({"method": "zero-shot", "train_frames": size, **_metrics(metrics)})
+            save({"method": "zero-shot", "train_frames": size, **metrics.summary_row()})
         for method in ("fine-tuned", "from scratch"):
             if (method, size) in done:
                 continue
@@ -213,7 +201,7 @@ def transfer(arguments: argparse.Namespace, pretrained: Path) -> list[dict]:
             test = dataset_batches(store_path, test_name, trained, downstream)
             metrics = evaluate_dataset(trained, test, test_name).metrics
             save({"method": method, "train_frames": size, "steps": arguments.finetune_steps,
-                  "train_seconds": round(seconds, 1), **_metrics(metrics)})  # fmt: skip
+                  "train_seconds": round(seconds, 1), **metrics.summary_row()})  # fmt: skip
     return rows
 
 

@@ -33,6 +33,18 @@ class ErrorMetrics:
     virial_rmse_per_atom: float | None = None
     virial_mae_per_atom: float | None = None
 
+    def summary_row(self) -> dict[str, float | int | None]:
+        """Frames and the energy/force RMSEs in meV (rounded to 0.01), for tables and JSON."""
+        return {
+            "frames": self.num_frames,
+            "energy_rmse_mev_per_atom": _milli(self.energy_rmse_per_atom),
+            "forces_rmse_mev_per_a": _milli(self.forces_rmse),
+        }
+
+
+def _milli(value: float | None) -> float | None:
+    return None if value is None else round(1000.0 * value, 2)
+
 
 class _Moments:
     def __init__(self) -> None:

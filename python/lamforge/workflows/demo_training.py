@@ -40,7 +40,6 @@ from lamforge.nn.config import (
 )
 from lamforge.train.config import FinetuneSection, RunConfig
 from lamforge.train.evaluate import dataset_batches, evaluate_dataset, zero_shot_model
-from lamforge.train.metrics import ErrorMetrics
 from lamforge.train.run import run
 
 
@@ -129,18 +128,6 @@ def _run_config(
     )  # fmt: skip
 
 
-def _metrics(metrics: ErrorMetrics) -> dict[str, float | int | None]:
-    return {
-        "frames": metrics.num_frames,
-        "energy_rmse_mev_per_atom": _milli(metrics.energy_rmse_per_atom),
-        "forces_rmse_mev_per_a": _milli(metrics.forces_rmse),
-    }
-
-
-def _milli(value: float | None) -> float | None:
-    return None if value is None else round(1000.0 * value, 2)
-
-
 def pretrain(
     store_path: Path, workdir: Path, tasks: list[str], config: DemoTrainingConfig, progress: bool
 ) -> tuple[Path, dict]:
@@ -154,7 +141,7 @@ def pretrain(
         config.pretrain_steps, config,
     )  # fmt: skip
     result = run(run_config, progress=progress)
-    return output / "model.pt", {task: _metrics(m) for task, m in result.validation.items()}
+    return output / "model.pt", {task: m.summary_row() for task, m in result.validation.items()}
 
 
 def _subsets(store: Store, downstream: str, config: DemoTrainingConfig) -> tuple[str, list[str]]:
@@ -194,8 +181,8 @@ def transfer(
         bias = dataset_batches(store_path, train_name, model, from_head)
         zero_shot = zero_shot_model(model, bias, from_head, task=downstream)
         test = dataset_batches(store_path, test_name, zero_shot, downstream)
-        rows.append({"method": "zero-shot", "train_frames": size,
-                     **_metrics(evaluate_dataset(zero_shot, test, test_name).metrics)})  # fmt: skip
+        metrics = evaluate_dataset(zero_shot, test, test_name).metrics
+        rows.append({"method": "zero-shot", "train_frames": size, **metrics.summary_row()})
         tasks = {downstream: {"train": [train_name]}}
         for method, finetune in (
             ("fine-tuned", FinetuneSection(pretrained=pretrained, from_head=from_head)),
@@ -209,7 +196,7 @@ def transfer(
             trained = load_checkpoint(output / "model.pt")
             test = dataset_batches(store_path, test_name, trained, downstream)
             metrics = evaluate_dataset(trained, test, test_name).metrics
-            rows.append({"method": method, "train_frames": size, **_metrics(metrics)})
+            rows.append({"method": method, "train_frames": size, **metrics.summary_row()})
     return rows
 
 
