@@ -1,19 +1,18 @@
 """Distillation training: lamforge's Trainer plus the optional teacher terms of ``loss.py``.
 
-Everything (schedule, checkpoints, resume, validation, EMA) is the Trainer's; only the step adds
-:func:`~lamforge.distill.loss.distillation_terms` to the energy/force loss when they are on.
+Everything (schedule, checkpoints, resume, validation, EMA, the chunked backward) is the
+Trainer's; :meth:`DistillTrainer.extra_loss` adds :func:`~lamforge.distill.loss.distillation_terms`
+to the energy/force loss when they are on.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-from torch import nn
+import torch
 
 from lamforge.distill.loss import DistillLossConfig, distillation_terms
 from lamforge.distill.students import EnergyModel
-from lamforge.train.loss import EnergyPrediction, LossValue
 from lamforge.train.stream import BatchStream, TrainingBatch
 from lamforge.train.trainer import Trainer, TrainerConfig, ValidationSets
 
@@ -53,20 +52,11 @@ class DistillTrainer(Trainer):
         self.teacher = teacher
         self.teacher_head = teacher_head
 
-    def train_step(self, batch: TrainingBatch) -> LossValue:
-        """One optimiser step; the Trainer's own step when no extra term is on."""
+    def extra_loss(self, batch: TrainingBatch) -> torch.Tensor | None:
+        """The teacher's per-atom energy and Hessian-vector terms (None when both are off)."""
         if not self.distill_loss.active:
-            return super().train_step(batch)
+            return None
         assert self.teacher is not None
-        self.module.train()
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.schedule(self.step)
-        loss_fn = self._loss(batch.task)
-        wants_virial = loss_fn.config.virial.active and batch.labels.virial is not None
-        self.optimizer.zero_grad(set_to_none=True)
-        energy, forces, virial = self.module(batch.inputs, batch.task, wants_virial)
-        prediction = EnergyPrediction(energy=energy, forces=forces, virial=virial)
-        loss = loss_fn(prediction, batch.labels, self.schedule.factor(self.step))
         extra = distillation_terms(
             self.model,
             self.teacher,
@@ -76,14 +66,4 @@ class DistillTrainer(Trainer):
             teacher_head=self.teacher_head,
             step=self.step,
         )
-        total = loss.total + extra.total.to(loss.total.dtype)
-        total.backward()
-        if self.config.optimizer.gradient_max_norm is not None:
-            nn.utils.clip_grad_norm_(
-                self.model.parameters(), self.config.optimizer.gradient_max_norm
-            )
-        self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update()
-        self.step += 1
-        return dataclasses.replace(loss, total=total)
+        return extra.total

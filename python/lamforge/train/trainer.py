@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -197,10 +197,17 @@ class Trainer:
         loss_fn = self._loss(batch.task)
         wants_virial = loss_fn.config.virial.active and batch.labels.virial is not None
         self.optimizer.zero_grad(set_to_none=True)
+        extra = self.extra_loss(batch)
+        if extra is not None:
+            # Before the chunks: under DDP the accumulated .grad, this term included, is
+            # all-reduced by the last chunk's backward.
+            extra.backward()
         loss = backward_in_chunks(
             self.module, batch, loss_fn, self.schedule.factor(self.step),
             virial=wants_virial, max_atoms_per_chunk=self.config.max_atoms_per_chunk,
         )  # fmt: skip
+        if extra is not None:
+            loss = replace(loss, total=loss.total + extra.detach().to(loss.total.dtype))
         if self.config.optimizer.gradient_max_norm is not None:
             nn.utils.clip_grad_norm_(
                 self.model.parameters(), self.config.optimizer.gradient_max_norm
@@ -210,6 +217,14 @@ class Trainer:
             self.ema.update()
         self.step += 1
         return loss
+
+    def extra_loss(self, batch: TrainingBatch) -> torch.Tensor | None:
+        """A term added to the loss of ``batch`` (a scalar with a graph to the weights), or None.
+
+        The plain Trainer has none; subclasses (distillation) override it. Its gradient is added
+        to the energy/force loss's in the same optimiser step.
+        """
+        return None
 
     def validate(self) -> dict[str, ErrorMetrics]:
         """Error metrics per validation task (with the averaged weights when EMA is on)."""

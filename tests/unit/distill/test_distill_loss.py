@@ -175,3 +175,50 @@ def test_distill_trainer_trains_a_dpa2_student_with_the_extra_terms(tmp_path):
     loss = trainer.train_step(batches[0])
     assert torch.isfinite(loss.total) and trainer.step == 1
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_distill_step_gradient_is_that_of_the_loss_plus_the_extra_terms(tmp_path):
+    """The Trainer's ``extra_loss`` hook: one step's gradient = ∇(energy/force loss + terms)."""
+    from ase.calculators.emt import EMT
+
+    from lamforge.distill.trainer import DistillTrainer
+    from lamforge.train.frames import batches_from_atoms
+    from lamforge.train.loss import EnergyLoss, EnergyPrediction
+    from lamforge.train.stream import InMemoryStream
+    from lamforge.train.trainer import OptimizerConfig, TrainerConfig
+
+    frames = [frame(), frame()]
+    frames[1].rattle(0.05, seed=4)
+    for atoms in frames:
+        atoms.calc = EMT()
+        atoms.get_forces()
+    model = student(seed=1).double()
+    batches = batches_from_atoms(
+        frames, "default", model.elements, SPECS,
+        lambda chunk, elements, block: model_input_from_atoms(chunk, elements, block),
+    )  # fmt: skip
+    batch = batches[0]
+    config = DistillLossConfig(atomic_energy=1.0, hessian=0.1)
+    teacher = student(seed=3).double()
+    trainer_config = TrainerConfig(
+        steps=2, validate_every=0, checkpoint_every=0,
+        optimizer=OptimizerConfig(gradient_max_norm=None),
+    )  # fmt: skip
+    trainer = DistillTrainer(
+        model, trainer_config, InMemoryStream({"default": batches}), tmp_path / "run",
+        teacher=teacher, distill_loss=config, progress=False,
+    )  # fmt: skip
+    trainer.optimizer.step = lambda: None  # keep the weights: compare the gradients only
+    reported = trainer.train_step(batch)
+    by_trainer = [p.grad.clone() for p in model.parameters()]
+
+    model.zero_grad(set_to_none=True)
+    output = evaluate(model, batch.inputs, "default", forces=True, create_graph=True)
+    prediction = EnergyPrediction(energy=output.energy, forces=output.forces, virial=None)
+    loss = EnergyLoss(trainer_config.loss)(prediction, batch.labels, trainer.schedule.factor(0))
+    extra = distillation_terms(model, teacher, batch.inputs, config, step=0)
+    (loss.total + extra.total).backward()
+    for ours, reference in zip(by_trainer, model.parameters(), strict=True):
+        torch.testing.assert_close(ours, reference.grad, rtol=1e-10, atol=1e-14)
+    expected = float((loss.total + extra.total).detach())
+    assert float(reported.total) == pytest.approx(expected, rel=1e-10)
