@@ -83,7 +83,8 @@ def evaluate(
 
     Returns:
         :class:`ModelOutput`. Without any derivative the energy follows the caller's grad mode
-        (so ``model`` can be trained on energies alone).
+        (so ``model`` can be trained on energies alone); with derivatives every output is
+        detached unless ``create_graph`` is set.
     """
     chunks = frame_chunks(inputs, max_atoms_per_chunk)
     options = {
@@ -152,6 +153,9 @@ def _evaluate_batch(
         gradients = torch.autograd.grad(
             energy.sum(), vectors, create_graph=create_graph, allow_unused=True
         )
+    if not create_graph:
+        # The grad call above freed the graph: hand out plain tensors, not dead graph ends.
+        energy, atomic_energies = energy.detach(), atomic_energies.detach()
     total_forces, per_atom_virial = edge_derivatives(
         [geometry for geometry, _ in distinct],
         gradients,

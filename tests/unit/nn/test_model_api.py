@@ -421,3 +421,14 @@ def _assert_centre_groups_are_exact(model, module, prefix, monkeypatch):
     assert torch.allclose(grouped.virial, whole.virial, rtol=0, atol=1e-11)
     for name, reference in whole_gradients.items():
         assert torch.allclose(grouped_gradients[name], reference, rtol=1e-10, atol=1e-12), name
+
+
+def test_evaluate_hands_out_plain_tensors_unless_asked_for_a_graph():
+    model = build_model()
+    inputs = model_input([periodic_frame(), molecule_frame()], ELEMENTS, [(4.0, 40), (3.0, 20)])
+    output = evaluate(model, inputs, forces=True, virial=True, atomic_virial=True)
+    for name in ("energy", "atomic_energies", "forces", "virial", "atomic_virial"):
+        assert not getattr(output, name).requires_grad, name
+    trained = evaluate(model, inputs, forces=True, virial=True, create_graph=True)
+    assert trained.energy.requires_grad and trained.forces.requires_grad
+    torch.testing.assert_close(trained.forces.detach(), output.forces, rtol=0, atol=0)
