@@ -26,7 +26,8 @@ class _SigmoidTanh(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        y = torch.sigmoid(2.0 * x).mul_(2.0).sub_(1.0)
+        # One fresh tensor (2x), the rest in place: large fresh tensors cost page faults.
+        y = (2.0 * x).sigmoid_().mul_(2.0).sub_(1.0)
         ctx.save_for_backward(y)
         return y
 
