@@ -457,5 +457,5 @@ class RepformerLayer(nn.Module):
                 result = result + scale * update
             return result
         for weight, update in zip(residuals, updates[1:], strict=True):
-            result = result + weight * update
+            result = torch.addcmul(result, weight, update)
         return result
