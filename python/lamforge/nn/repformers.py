@@ -9,7 +9,8 @@ from lamforge import kernels
 from lamforge.nn.config import RepformerConfig
 from lamforge.nn.geometry import BlockGeometry
 from lamforge.nn.layers import DenseLayer, activation_function
-from lamforge.nn.repformer_layer import CentreGroup, RepformerLayer
+from lamforge.nn.repformer_layer import RepformerLayer
+from lamforge.nn.repformer_terms import CentreGroup
 from lamforge.nn.repinit import _StatisticsBlock
 
 # Groups of centres by neighbour count (as in the three-body branch of repinit), each of at least
