@@ -99,9 +99,11 @@ class PairAttentionMap(nn.Module):
             return kernels.pair_attention_weights(
                 query, key, h2, switch, mask, smooth=self.smooth, gate=self.has_gate
             ).permute(0, 3, 1, 2)
-        logits = torch.matmul(query, key.transpose(-1, -2)) / self.hidden_dim**0.5
         # h2_j · h2_k, [atoms, 1, slots, slots]: the gate and the angular factor.
         overlap = torch.matmul(h2, h2.transpose(-1, -2)).unsqueeze(1)
+        if self.smooth and isinstance(num_trimmed, int):
+            return self._smooth_weights(query, key, overlap, switch, num_trimmed)
+        logits = torch.matmul(query, key.transpose(-1, -2)) / self.hidden_dim**0.5
         if self.has_gate:
             logits = logits * overlap
         if self.smooth:
@@ -117,6 +119,43 @@ class PairAttentionMap(nn.Module):
         weights = torch.softmax(logits.masked_fill(column_empty, float("-inf")), dim=-1)
         weights = weights.masked_fill(column_empty, 0.0).masked_fill(row_empty, 0.0)
         return weights * (overlap / 3.0**0.5)
+
+    def _smooth_weights(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        overlap: torch.Tensor,
+        switch: torch.Tensor,
+        num_trimmed: int,
+    ) -> torch.Tensor:
+        """The smooth weights of :meth:`forward` with one head-wide multiply-add before the softmax.
+
+        With ℓ = q·k/√d and the gate o (1 without it), the shifted logit is
+
+            (ℓ·o + 20)·sw_jk - 20 = (q·k)·(o·sw_jk/√d) + 20·(sw_jk - 1),
+
+        whose two factors are head-free [atoms, 1, slots, slots] tensors (the same value up to
+        rounding). The column of the trimmed slots (see :func:`smooth_softmax`) comes from a zero
+        key row, a zero factor and the offset ln(num_trimmed) - 20, so no head-wide tensor is
+        copied to append it.
+        """
+        pair_switch = switch[:, None, :, None] * switch[:, None, None, :]
+        factor = pair_switch * (1.0 / self.hidden_dim**0.5)
+        if self.has_gate:
+            factor = factor * overlap
+        offset = pair_switch * ATTENTION_SHIFT - ATTENTION_SHIFT
+        if num_trimmed > 0:
+            key = torch.cat([key, key.new_zeros(*key.shape[:-2], 1, key.shape[-1])], dim=-2)
+            factor = torch.nn.functional.pad(factor, (0, 1))
+            offset = torch.nn.functional.pad(
+                offset, (0, 1), value=math.log(num_trimmed) - ATTENTION_SHIFT
+            )
+        logits = torch.addcmul(offset, torch.matmul(query, key.transpose(-1, -2)), factor)
+        weights = torch.softmax(logits, dim=-1)
+        if num_trimmed > 0:
+            weights = weights[..., :-1]
+        # The pair switch is zero in empty rows and columns, so it does the masking too.
+        return weights * (pair_switch * (overlap / 3.0**0.5))
 
 
 class PairAttentionValues(nn.Module):
@@ -147,9 +186,13 @@ class PairAttentionValues(nn.Module):
         # Column c·heads + h of ``value`` and row c·heads + h of ``head_map`` belong to head h.
         value = self.value.weight.view(dim, dim, heads).permute(2, 0, 1)
         head_map = self.head_map.weight.view(dim, heads, dim).permute(1, 0, 2)
-        per_head = torch.matmul(g2.unsqueeze(1), torch.matmul(value, head_map))
-        stacked = weights.permute(0, 2, 1, 3).reshape(num_atoms, num_slots, heads * num_slots)
-        out = torch.matmul(stacked, per_head.reshape(num_atoms, heads * num_slots, dim))
+        # [dim, heads·dim], column h·dim + c: every head's V_h O_h side by side, so that one
+        # matrix product over all pairs gives g2_k (V_h O_h) in rows (k, h) of each centre (a
+        # broadcast product per head runs as many tiny batched products, about half as fast).
+        folded = torch.matmul(value, head_map).permute(1, 0, 2).reshape(dim, heads * dim)
+        per_head = torch.matmul(g2.reshape(-1, dim), folded)
+        stacked = weights.permute(0, 2, 3, 1).reshape(num_atoms, num_slots, num_slots * heads)
+        out = torch.matmul(stacked, per_head.view(num_atoms, num_slots * heads, dim))
         return out if self.head_map.bias is None else out + self.head_map.bias
 
 

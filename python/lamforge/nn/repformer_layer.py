@@ -26,9 +26,7 @@ from lamforge.nn.attention import (
 )
 from lamforge.nn.config import RepformerConfig
 from lamforge.nn.layers import DenseLayer, LayerNorm, activation_function
-
-# deepmd-kit's protection of 1/count in the non-smooth normalisations.
-COUNT_EPSILON = 1e-4
+from lamforge.nn.repformer_terms import COUNT_EPSILON, CentreGroup, pair_moment, symmetrise
 
 
 def _residual(
@@ -42,55 +40,6 @@ def _residual(
     else:
         raise ValueError(f"repformer: unknown update_residual_init {config.update_residual_init!r}")
     return nn.Parameter(value)
-
-
-def pair_moment(
-    g2: torch.Tensor,
-    h2: torch.Tensor,
-    mask: torch.Tensor,
-    switch: torch.Tensor,
-    *,
-    smooth: bool,
-    use_sqrt_nnei: bool,
-    max_neighbors: int,
-    index: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """A_i = norm · Σ_j h2_ij ⊗ (g2_ij · sw_ij), [num_atoms, 3, d] (deepmd-kit ``_cal_hg``).
-
-    norm is 1/N or 1/√N with the fixed cap N (``max_neighbors``) when smooth, else
-    1/(1e-4 + count) or 1/(1e-4 + √count). With ``index``, ``g2`` is [num_atoms, d] per-atom
-    features used as ``g2[index]`` (the fused kernel gathers them without materialising the
-    [num_atoms, N, d] copy).
-    """
-    num_atoms = mask.shape[0]
-    if smooth:
-        shape = (num_atoms, 1, 1)
-        if use_sqrt_nnei:
-            norm = torch.rsqrt(float(max_neighbors) * h2.new_ones(shape))
-        else:
-            norm = (1.0 / float(max_neighbors)) * h2.new_ones(shape)
-    else:
-        count = torch.sum(mask.type_as(h2), dim=-1)
-        norm = 1.0 / (COUNT_EPSILON + (torch.sqrt(count) if use_sqrt_nnei else count))
-        norm = norm[:, None, None]
-    if kernels.fused_enabled(h2):
-        weight = switch if smooth else mask.type_as(h2)
-        return kernels.gather_outer_sum(h2, g2, index, weight) * norm
-    if index is not None:
-        g2 = g2[index]
-    if smooth:
-        # The switch is zero in empty slots, so it also does the masking; applied to the 3-wide
-        # h2 instead of the d-wide g2 (the same sum, far less work in the double backward).
-        h2 = h2 * switch.unsqueeze(-1)
-    else:
-        g2 = g2.masked_fill(~mask.unsqueeze(-1), 0.0)
-    return torch.matmul(h2.transpose(-1, -2), g2) * norm
-
-
-def symmetrise(moment: torch.Tensor, axis_neurons: int) -> torch.Tensor:
-    """A[:, :axis]^T A / 3 flattened axis-major: [num_atoms, 3, d] -> [num_atoms, axis · d]."""
-    product = torch.matmul(moment[..., :axis_neurons].transpose(-1, -2), moment) / (3.0**1)
-    return product.reshape(moment.shape[0], -1)
 
 
 class RepformerLayer(nn.Module):
@@ -239,27 +188,86 @@ class RepformerLayer(nn.Module):
         mask: torch.Tensor,
         switch: torch.Tensor,
         num_trimmed: int = 0,
-        centers: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Update all channels.
+        """Update all channels of every atom.
 
         Args:
             g1: [num_atoms, d1].
-            g2: [num_centers, N, d2].
-            h2: [num_centers, N, 3].
-            index: [num_centers, N] neighbour indices, empty slots set to a valid index.
-            mask: [num_centers, N] bool.
-            switch: [num_centers, N], zero in empty slots.
+            g2: [num_atoms, N, d2].
+            h2: [num_atoms, N, 3].
+            index: [num_atoms, N] neighbour indices, empty slots set to a valid index.
+            mask: [num_atoms, N] bool.
+            switch: [num_atoms, N], zero in empty slots.
             num_trimmed: empty slots trimmed off beyond N (the attention accounts for them).
-            centers: [num_centers] the atoms (rows of g1) whose channels this call updates; None:
-                every atom (num_centers = num_atoms). Neighbours are read from all of g1.
 
         Returns:
-            The new (g1, g2, h2) of the centres: [num_centers, d1] and g2/h2's shapes.
+            The new (g1, g2, h2), shapes as given.
         """
+        group = CentreGroup(
+            rows=slice(None), index=index, mask=mask, switch=switch, num_trimmed=num_trimmed
+        )
+        g1, [(g2, h2)] = self.forward_groups(g1, [(g2, h2)], [group])
+        return g1, g2, h2
+
+    def forward_groups(
+        self,
+        g1: torch.Tensor,
+        pairs: list[tuple[torch.Tensor, torch.Tensor]],
+        groups: list[CentreGroup],
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Update all channels, the pair work group by group and the atom work once.
+
+        Args:
+            g1: [num_atoms, d1]; the groups' ``rows``, in order, cover all of its rows.
+            pairs: per group, (g2 [n, N_k, d2], h2 [n, N_k, 3]) of its n centres.
+            groups: per group, its rows of g1 and its neighbour slots (width N_k).
+
+        Returns:
+            The new g1 [num_atoms, d1] and the new (g2, h2) of every group.
+        """
+        # The fused kernels gather g1 themselves for the conv and drrd terms (one group only).
+        fused = kernels.fused_enabled(g1)
+        if fused and len(groups) > 1:
+            raise ValueError("centre groups are for the reference path (fused kernels off)")
+        new_pairs, pieces = [], []
+        for (g2, h2), group in zip(pairs, groups, strict=True):
+            new_pair, piece = self._group_updates(g1, g2, h2, group, fused)
+            new_pairs.append(new_pair)
+            pieces.append(piece)
+        # Per-atom work on all centres at once: larger matrix products, fewer operations.
+        conv, mlp_pair_inputs, attention = (
+            None if parts[0] is None else torch.cat(parts) if len(parts) > 1 else parts[0]
+            for parts in zip(*pieces, strict=True)
+        )
+        g1_updates = [g1]
+        if self.g1_self_mlp is not None:
+            g1_updates.append(self.activation(self.g1_self_mlp(g1)))
+        if conv is not None:
+            g1_updates.append(conv)
+        mlp_inputs = [] if self.config.g1_out_mlp else [g1]
+        if mlp_pair_inputs is not None:
+            mlp_inputs.append(mlp_pair_inputs)
+        mlp_input = torch.cat(mlp_inputs, dim=-1) if len(mlp_inputs) > 1 else mlp_inputs[0]
+        g1_updates.append(self.activation(self.linear1(mlp_input)))
+        if attention is not None:
+            g1_updates.append(attention)
+        return self._combine(g1_updates, self.g1_residual), new_pairs
+
+    def _group_updates(
+        self,
+        g1: torch.Tensor,
+        g2: torch.Tensor,
+        h2: torch.Tensor,
+        group: CentreGroup,
+        fused: bool,
+    ) -> tuple[
+        tuple[torch.Tensor, torch.Tensor],
+        tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None],
+    ]:
+        """One group's new (g2, h2) and its g1 pieces (conv update, MLP input, attention)."""
         c = self.config
-        # The fused kernels gather g1 themselves for the conv and drrd terms.
-        fused_index = index if kernels.fused_enabled(g1) else None
+        index, mask, switch = group.index, group.mask, group.switch
+        fused_index = index if fused else None
         needs_neighbor_g1 = (
             c.update_g1_has_attn
             or self.g2_has_g1g1
@@ -271,24 +279,18 @@ class RepformerLayer(nn.Module):
             if needs_neighbor_g1
             else None
         )
-        if centers is not None:
-            if fused_index is not None:
-                raise ValueError("centre groups are for the reference path (fused kernels off)")
-            g1 = g1.index_select(0, centers)
-        g1_updates = [g1]
-        if self.g1_self_mlp is not None:
-            g1_updates.append(self.activation(self.g1_self_mlp(g1)))
+        centre_g1 = g1[group.rows]
         if self.update_pairs:
             g2_updates, h2_updates = self._pair_updates(
-                g1, g2, h2, neighbor_g1, mask, switch, num_trimmed
+                centre_g1, g2, h2, neighbor_g1, mask, switch, group.num_trimmed
             )
-        g1_updates += self._g1_updates(
-            g1, g2, h2, neighbor_g1, mask, switch, num_trimmed, fused_index
+        pieces = self._g1_pieces(
+            centre_g1, g2, h2, neighbor_g1, mask, switch, group.num_trimmed, fused_index
         )
         if self.update_pairs:
             g2 = self._combine(g2_updates, self.g2_residual)
             h2 = self._combine(h2_updates, self.h2_residual)
-        return self._combine(g1_updates, self.g1_residual), g2, h2
+        return (g2, h2), pieces
 
     def _pair_updates(
         self,
@@ -319,7 +321,7 @@ class RepformerLayer(nn.Module):
                 h2_updates.append(self.attn2_ev_apply(weights, h2))
         return g2_updates, h2_updates
 
-    def _g1_updates(
+    def _g1_pieces(
         self,
         g1: torch.Tensor,
         g2: torch.Tensor,
@@ -329,17 +331,25 @@ class RepformerLayer(nn.Module):
         switch: torch.Tensor,
         num_trimmed: int,
         fused_index: torch.Tensor | None,
-    ) -> list[torch.Tensor]:
-        """[conv (g1_out_conv), mlp, local attention]; the self-MLP is added by the caller.
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """The pair-dependent g1 terms of some centres (g1 [n, d1] is theirs).
+
+        Returns (each None when the model has no such term):
+            the conv update (g1_out_conv) [n, d1]; the MLP's pair-dependent input columns (conv
+            unless g1_out_conv, grrg, drrd, in linear1's column order) [n, k]; the local
+            attention update [n, d1]. The self-MLP and the MLP itself are the caller's.
 
         ``fused_index`` is the neighbour index on the fused path (None on the reference path).
         """
         c = self.config
-        updates = []
-        mlp_inputs = [] if c.g1_out_mlp else [g1]
+        conv_update = None
+        mlp_inputs = []
         if c.update_g1_has_conv:
             conv = self._convolution(neighbor_g1, g2, mask, switch, g1, fused_index)
-            (updates if c.g1_out_conv else mlp_inputs).append(conv)
+            if c.g1_out_conv:
+                conv_update = conv
+            else:
+                mlp_inputs.append(conv)
         moment_options = {
             "smooth": self.smooth,
             "use_sqrt_nnei": c.use_sqrt_nnei,
@@ -353,11 +363,14 @@ class RepformerLayer(nn.Module):
             assert features is not None
             moment = pair_moment(features, h2, mask, switch, index=fused_index, **moment_options)
             mlp_inputs.append(symmetrise(moment, c.axis_neurons))
-        updates.append(self.activation(self.linear1(torch.cat(mlp_inputs, dim=-1))))
+        mlp_input = None
+        if mlp_inputs:
+            mlp_input = torch.cat(mlp_inputs, dim=-1) if len(mlp_inputs) > 1 else mlp_inputs[0]
+        attention = None
         if self.loc_attn is not None:
             assert neighbor_g1 is not None
-            updates.append(self.loc_attn(g1, neighbor_g1, mask, switch, num_trimmed))
-        return updates
+            attention = self.loc_attn(g1, neighbor_g1, mask, switch, num_trimmed)
+        return conv_update, mlp_input, attention
 
     def _combine(self, updates: list[torch.Tensor], residuals: nn.ParameterList) -> torch.Tensor:
         style = self.config.update_style
@@ -372,5 +385,5 @@ class RepformerLayer(nn.Module):
                 result = result + scale * update
             return result
         for weight, update in zip(residuals, updates[1:], strict=True):
-            result = result + weight * update
+            result = torch.addcmul(result, weight, update)
         return result

@@ -10,6 +10,7 @@ from lamforge.nn.config import RepformerConfig
 from lamforge.nn.geometry import BlockGeometry
 from lamforge.nn.layers import DenseLayer, activation_function
 from lamforge.nn.repformer_layer import RepformerLayer
+from lamforge.nn.repformer_terms import CentreGroup
 from lamforge.nn.repinit import _StatisticsBlock
 
 # Groups of centres by neighbour count (as in the three-body branch of repinit), each of at least
@@ -97,29 +98,33 @@ class RepformerBlock(_StatisticsBlock):
                 g1, g2, h2 = layer(g1, g2, h2, geometry.index, mask, switch, num_trimmed)
             return g1
         # Centres sorted by their last used slot run in groups, each on its own slot width: the
-        # pair attention costs the square of the width. Every layer reads the neighbours' g1 of
-        # the previous layer, so all groups finish a layer before the next one starts.
-        channels = []
+        # pair attention costs the square of the width. g1 is kept in group order (each group's
+        # centres are a slice of its rows, the neighbour index points into that order), so the
+        # per-atom work of a layer runs once on all atoms. Every layer reads the neighbours' g1
+        # of the previous layer, so all groups finish a layer before the next one starts.
+        order = torch.cat(groups)
+        inverse = torch.argsort(order)
+        slot_numbers = self._slot_numbers(mask)
+        pairs, centre_groups = [], []
+        start = 0
         for centers in groups:
-            width = max(int((mask[centers] * self._slot_numbers(mask)).amax()), 1)
-            channels.append(
-                [
-                    g2[centers, :width], h2[centers, :width], geometry.index[centers, :width],
-                    mask[centers, :width], switch[centers, :width],
-                ]
-            )  # fmt: skip
-        inverse = torch.argsort(torch.cat(groups))
-        for layer in self.layers:
-            updated = []
-            for centers, channel in zip(groups, channels, strict=True):
-                g2_group, h2_group, index, group_mask, group_switch = channel
-                num_trimmed = self.max_neighbors - group_mask.shape[1]
-                g1_group, channel[0], channel[1] = layer(
-                    g1, g2_group, h2_group, index, group_mask, group_switch, num_trimmed, centers
+            width = max(int((mask[centers] * slot_numbers).amax()), 1)
+            group_mask = mask[centers, :width]
+            pairs.append((g2[centers, :width], h2[centers, :width]))
+            centre_groups.append(
+                CentreGroup(
+                    rows=slice(start, start + centers.shape[0]),
+                    index=inverse[geometry.index[centers, :width]],
+                    mask=group_mask,
+                    switch=switch[centers, :width],
+                    num_trimmed=self.max_neighbors - width,
                 )
-                updated.append(g1_group)
-            g1 = torch.cat(updated)[inverse]
-        return g1
+            )
+            start += centers.shape[0]
+        g1 = g1[order]
+        for layer in self.layers:
+            g1, pairs = layer.forward_groups(g1, pairs, centre_groups)
+        return g1[inverse]
 
     @staticmethod
     def _slot_numbers(mask: torch.Tensor) -> torch.Tensor:

@@ -361,20 +361,25 @@ class ThreeBodyBlock(_StatisticsBlock):
         swapped = mixed.nonzero().squeeze(1)
         centre = torch.cat([centre, centre[swapped]])
         cosine = torch.cat([cosine, cosine.index_select(0, swapped)])
-        type_a = torch.cat([type_first, type_second[swapped]])
-        type_b = torch.cat([type_second, type_first[swapped]])
+        rows = type_table.shape[0]
+        pair_type = torch.cat(
+            [type_first * rows + type_second, (type_second * rows + type_first)[swapped]]
+        )
         multiplicity = torch.cat(
             [1.0 + (off_diagonal & ~mixed).to(env.dtype), env.new_ones(swapped.shape[0])]
         )
-        # First layer on [e, T_a, T_b]: the type part is a per-element projection, gathered.
+        # First layer on [e, T_a, T_b]: e w_0 + (T_a W_a + T_b W_b + b), the type part one row of
+        # a small per-element-pair table, gathered, and the sum one fused multiply-add.
         layers = self.embedding.layers
         weight = layers[0].weight
         dim = type_table.shape[1]
-        pre = cosine.unsqueeze(-1) * weight[0]
-        pre = pre + (type_table @ weight[1 : 1 + dim])[type_a]
-        pre = pre + (type_table @ weight[1 + dim : 1 + 2 * dim])[type_b]
+        first_part = type_table @ weight[1 : 1 + dim]
+        second_part = type_table @ weight[1 + dim : 1 + 2 * dim]
+        type_part = first_part.unsqueeze(1) + second_part.unsqueeze(0)
         if layers[0].bias is not None:
-            pre = pre + layers[0].bias
+            type_part = type_part + layers[0].bias
+        type_part = type_part.reshape(rows * rows, -1).index_select(0, pair_type)
+        pre = torch.addcmul(type_part, cosine.unsqueeze(-1), weight[0])
         x = layers[0].finish(pre, None)
         for layer in layers[1:-1]:
             x = layer(x)
