@@ -9,6 +9,7 @@ Stages (each resumable, results in WORKDIR; run them in order):
     python benches/distill.py nvt --workdir W --role student --ps 10   # NVT 300 K trajectory
     python benches/distill.py nvt --workdir W --role teacher --ps 1
     python benches/distill.py report --workdir W       # stability numbers, O-O RDF (PNG), table
+    python benches/distill.py speed --workdir W        # MD speed of untrained models (no training)
 
 The teacher is trained on data_0..2 (320 frames) and validated on every fifth frame of data_3
 during training; data_3 (80 frames) is the held-out set of every RMSE. ``teacher`` and
@@ -47,13 +48,18 @@ from lamforge.distill.config import (
 from lamforge.distill.explore import ExplorationConfig
 from lamforge.distill.loop import Distillation
 from lamforge.distill.select import TrustLevels
+from lamforge.distill.students import initialize_model
 from lamforge.distill.teacher import frames_from_store, predict_frames
+from lamforge.nn.atoms import model_input_from_atoms
 from lamforge.nn.checkpoint import save_checkpoint
 from lamforge.nn.config import ModelConfig
 from lamforge.nn.loading import load_model
 from lamforge.nn.model import DPA2Model
+from lamforge.nn.presets import dpa2_small
+from lamforge.nn.statistics import compute_statistics
 from lamforge.train.checkpoint import load_file
 from lamforge.train.config import DataSection, ModelSection, RunConfig, TaskData
+from lamforge.train.frames import batches_from_atoms
 from lamforge.train.loss import LossConfig, Prefactor
 from lamforge.train.schedule import LearningRateConfig
 from lamforge.train.trainer import TrainerConfig
@@ -337,6 +343,54 @@ def evaluate(workdir: Path, name: str, speed_steps: int) -> None:
     (workdir / f"evaluate_{name}.json").write_text(json.dumps(results, indent=2))
 
 
+def untrained_models(workdir: Path, arguments: argparse.Namespace):
+    """A float32 dpa2_small teacher and the bench's se_e2_a student, both untrained.
+
+    Environment statistics (and the student's energy bias) come from 20 water_train frames, so
+    the models see realistic descriptor magnitudes; the weights are the random initialisation,
+    which costs the same per step as trained weights.
+    """
+    frames = frames_from_store(Store.open(workdir / "store"), "water_train", range(20))
+    teacher_model = DPA2Model(dpa2_small(("O", "H"), precision="float32"))
+    specs = sorted(set(teacher_model.descriptor.neighbor_specs().values()), reverse=True)
+    compute_statistics(
+        teacher_model,
+        [model_input_from_atoms([atoms], teacher_model.elements, specs, teacher_model.dtype, 1)
+         for atoms in frames],
+    )  # fmt: skip
+    student_section = distill_config(workdir, arguments.name, arguments).student
+    student = student_section.build(teacher_model.elements)
+
+    def build(chunk, elements, block_specs):
+        return model_input_from_atoms(chunk, elements, block_specs, student.dtype, 1)
+
+    student_specs = sorted(set(student.descriptor.neighbor_specs().values()), reverse=True)
+    samples = batches_from_atoms(
+        frames, student_section.head, student.elements, student_specs, build
+    )
+    initialize_model(student, {student_section.head: samples})
+    return teacher_model.eval(), student.eval()
+
+
+def speed(workdir: Path, arguments: argparse.Namespace) -> None:
+    """MD speed of teacher and student side by side (CPU time), without trained models."""
+    teacher_model, student = untrained_models(workdir, arguments)
+    start = _test_frames(workdir)[0]
+    load_start = _load()
+    best = speeds(teacher_model, student, start, arguments.speed_steps, repeats=3)
+    parameters = {
+        role: sum(p.numel() for p in model.parameters())
+        for role, model in (("teacher", teacher_model), ("student", student))
+    }
+    print(
+        f"MD speed (untrained, 1 thread, {len(start)} atoms, CPU time, best of 3): "
+        f"teacher {best['teacher']:.0f}, student {best['student']:.0f} atom-steps per CPU s; "
+        f"student/teacher = {best['student'] / best['teacher']:.1f}x "
+        f"(parameters {parameters['teacher']} / {parameters['student']}; "
+        f"load average {load_start:.2f} -> {_load():.2f})"
+    )
+
+
 def nvt(workdir: Path, name: str, role: str, picoseconds: float, record_every: int) -> None:
     """NVT at 300 K from the first data_3 frame; positions and temperature every record_every."""
     if role == "student":
@@ -475,7 +529,7 @@ def report(workdir: Path, name: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    stages = ["prepare", "teacher", "distill", "evaluate", "nvt", "report"]
+    stages = ["prepare", "teacher", "distill", "evaluate", "nvt", "report", "speed"]
     parser.add_argument("stage", choices=stages)
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench_distill"))
     parser.add_argument("--minutes", type=float, default=60.0, help="wall budget of the stage")
@@ -505,6 +559,8 @@ def main() -> None:
         evaluate(workdir, arguments.name, arguments.speed_steps)
     elif arguments.stage == "nvt":
         nvt(workdir, arguments.name, arguments.role, arguments.ps, arguments.record_every)
+    elif arguments.stage == "speed":
+        speed(workdir, arguments)
     else:
         report(workdir, arguments.name)
 

@@ -19,6 +19,8 @@ from lamforge.nn.forces import evaluate
 from lamforge.nn.inputs import ModelInput, NeighborList, atom_types_from_numbers
 from lamforge.nn.loading import load_model
 from lamforge.nn.model import DPA2Model
+from lamforge.nn.se_e2_a import SeAModel
+from lamforge.nn.se_e2_a_inference import evaluate_tabulated
 
 
 def _full_to_voigt(matrix: np.ndarray) -> np.ndarray:
@@ -67,6 +69,8 @@ class LAMCalculator(Calculator):
         # Every block the model reads; blocks with equal specs are built once.
         self.specs = sorted(set(self.model.descriptor.neighbor_specs().values()), reverse=True)
         self.neighbors = VerletNeighbors(self.specs, skin, num_threads)
+        # A compressed se_e2_a model has hand-written derivatives (no autograd graph per step).
+        self.tabulated = isinstance(model, SeAModel) and model.descriptor.block.table is not None
 
     def _inputs(self, atoms: Atoms) -> ModelInput:
         pbc = tuple(bool(p) for p in atoms.pbc)
@@ -98,7 +102,10 @@ class LAMCalculator(Calculator):
         atoms = self.atoms
         inputs = self._inputs(atoms)
         periodic = bool(atoms.pbc.all())
-        output = evaluate(self.model, inputs, self.head, forces=True, virial=periodic)
+        if self.tabulated:
+            output = evaluate_tabulated(self.model, inputs, self.head, virial=periodic)
+        else:
+            output = evaluate(self.model, inputs, self.head, forces=True, virial=periodic)
         energy = float(output.energy[0].detach())
         self.results = {
             "energy": energy,

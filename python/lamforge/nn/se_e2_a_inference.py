@@ -1,0 +1,194 @@
+"""Energy, forces and virial of a compressed se_e2_a model with hand-written derivatives.
+
+Generic autograd (``lamforge.nn.forces``) records every operation of the forward pass and replays
+it backwards; for a tabulated se_e2_a model (``SeAModel.compress``) the backward is short enough
+to write out, and doing so halves the number of tensor operations of an MD step. Notation of
+``lamforge.nn.se_e2_a``, per centre i and slot j, S = max_neighbors, M = axis_neurons:
+
+    forward:   R_ij (env. matrix),  G_ij = table(s_ij = R_ij[0]),  Mom_i = R_iᵀ G_i / S  [4, ng],
+               D_i = Mom_iᵀ Mom_i[:, :M]  [ng, M],   E = Σ_i fit(D_i)
+
+    backward (∂E/∂D from autograd over the small fitting net):
+        ∂E/∂Mom_i       = Mom_i[:, :M] (∂E/∂D_i)ᵀ,  plus Mom_i (∂E/∂D_i) on the first M columns
+        ∂E/∂R_ij        = G_ij (∂E/∂Mom_i)ᵀ / S,  plus on column 0 (∂E/∂G_ij · G'(s_ij))
+        ∂E/∂G_ij        = R_ij (∂E/∂Mom_i) / S,   G' from the table's derivative polynomials
+
+    environment matrix (r = |v|, p = env_protection, σ = std of the centre's element):
+        R[0] = a(r) / σ_0,  R[1:] = b(r) v / σ_1,   a = sw / (r + p),  b = sw / (r + p)²
+        ∂E/∂v = (g_0 a' / σ_0 + (g_{1:} · v) b' / σ_1) v / r + b g_{1:} / σ_1
+
+The edge gradients ∂E/∂v become forces and virial exactly as in ``lamforge.nn.forces``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lamforge.nn.forces import ModelOutput
+from lamforge.nn.inputs import ModelInput, edge_vectors
+from lamforge.nn.model import empty_slot_types, frame_sum
+from lamforge.nn.se_e2_a import SeAModel
+from lamforge.nn.tabulate import EmbeddingTable, table_sum
+
+
+def _switch_and_slope(length: torch.Tensor, cutoff_smooth: float, cutoff: float):
+    """sw(r) and dsw/dr (zero outside (rs, rc), where the clamp makes sw constant)."""
+    width = cutoff - cutoff_smooth
+    u = (length.clamp(cutoff_smooth, cutoff) - cutoff_smooth) / width
+    u2 = u * u
+    switch = u2 * u * (-6 * u2 + 15 * u - 10) + 1
+    slope = -30 / width * u2 * (u - 1) * (u - 1)
+    return switch, slope
+
+
+def evaluate_tabulated(
+    model: SeAModel, inputs: ModelInput, head: str | None = None, *, virial: bool = True
+) -> ModelOutput:
+    """Energy, forces and (optionally) the virial per frame of a compressed se_e2_a model.
+
+    The same numbers as ``lamforge.nn.forces.evaluate`` on the same model (up to summation order),
+    without recording an autograd graph of the descriptor. Not differentiable with respect to the
+    parameters (use ``evaluate`` to train).
+
+    Args:
+        model: an se_e2_a model with a table (``SeAModel.compress``).
+        inputs: a flat batch of frames.
+        head: head name; ``None`` for a single-head model.
+        virial: compute the virial [num_frames, 3, 3].
+
+    Returns:
+        :class:`ModelOutput` with energy, atomic energies, forces and the virial (when asked).
+    """
+    block = model.descriptor.block
+    table = block.table
+    if table is None:
+        raise ValueError("evaluate_tabulated needs a compressed model (SeAModel.compress)")
+    config = model.config
+    dtype = model.dtype
+    atom_types = inputs.atom_types
+    neighbors = inputs.neighbor_list(config.cutoff, config.max_neighbors)
+    index = neighbors.index
+    mask = index >= 0
+    with torch.no_grad():
+        positions = inputs.positions.to(dtype)
+        vectors = _edge_vectors(positions, inputs, index, neighbors.shifts)
+        # Empty slots: a vector of length rc + 1, where sw and its slope are zero.
+        vectors[..., 0].masked_fill_(~mask, config.cutoff + 1.0)
+        length = torch.linalg.vector_norm(vectors, dim=-1)
+        switch, switch_slope = _switch_and_slope(length, config.cutoff_smooth, config.cutoff)
+        inverse = 1 / (length + config.env_protection)
+        radial_factor = switch * inverse  # a
+        angular_factor = radial_factor * inverse  # b
+        std = block.std[atom_types]  # [num_atoms, 4]
+        radial_std = std[:, :1]
+        angular_std = std[:, 1:2]
+        # R transposed, [num_atoms, 4, S]: the products below are fastest with S last.
+        env = torch.cat(
+            [
+                (radial_factor / radial_std).unsqueeze(1),
+                vectors.transpose(1, 2) * (angular_factor / angular_std).unsqueeze(1),
+            ],
+            1,
+        )
+        net_index = _neighbor_types(model, inputs, index, mask)
+        if not block.type_one_side:
+            net_index = atom_types.unsqueeze(1) * block.num_elements + net_index
+        num_atoms, _, num_slots = env.shape
+        normaliser = config.max_neighbors
+        # G and dG/ds of every slot from one lookup: [2, num_atoms, S, ng].
+        looked_up = _values_and_slopes(table, env[:, 0], net_index)
+        pair = looked_up[0]
+        moment = torch.matmul(env, pair) / normaliser  # [num_atoms, 4, ng]
+        axis = moment[:, :, : block.axis_neurons]
+        descriptor = torch.matmul(moment.transpose(1, 2), axis)  # [num_atoms, ng, M]
+    descriptor_gradient, atomic_energies = _fitting(model, descriptor, atom_types, head)
+    with torch.no_grad():
+        moment_gradient = torch.matmul(axis, descriptor_gradient.transpose(1, 2))
+        moment_gradient[:, :, : block.axis_neurons] += torch.matmul(moment, descriptor_gradient)
+        moment_gradient /= normaliser
+        # (∂E/∂Mom) [G ; G']ᵀ: the first product is (∂E/∂R)ᵀ through G's coefficient; the second,
+        # dotted with R, is ∂E/∂s through G itself (Σ_c ∂E/∂G_c G'_c = Σ_a R_a (∂E/∂Mom G'ᵀ)_a).
+        both = torch.bmm(
+            moment_gradient.repeat(2, 1, 1),
+            looked_up.reshape(2 * num_atoms, num_slots, -1).transpose(1, 2),
+        ).reshape(2, num_atoms, 4, num_slots)
+        env_gradient = both[0]  # [num_atoms, 4, S]
+        radial_gradient = env_gradient[:, 0] + (both[1] * env).sum(1)
+        angular_gradient = env_gradient[:, 1:].transpose(1, 2) / angular_std.unsqueeze(-1)
+        radial_gradient = radial_gradient / radial_std  # g_0 / σ_0
+        # a' = sw' / (r + p) - sw / (r + p)²,  b' = sw' / (r + p)² - 2 sw / (r + p)³
+        radial_slope = (switch_slope - radial_factor) * inverse
+        angular_slope = (switch_slope - 2 * radial_factor) * inverse * inverse
+        along = (
+            radial_gradient * radial_slope + (angular_gradient * vectors).sum(-1) * angular_slope
+        ) / length
+        edge_gradient = (
+            along.unsqueeze(-1) * vectors + angular_factor.unsqueeze(-1) * angular_gradient
+        )
+        edge_gradient.masked_fill_(~mask.unsqueeze(-1), 0.0)
+        safe_index = index.clamp(min=0).reshape(-1)
+        forces = edge_gradient.sum(1).index_add(0, safe_index, -edge_gradient.reshape(-1, 3))
+        energy = frame_sum(atomic_energies, inputs.frame_index, inputs.num_frames)
+        frame_virial = None
+        if virial:
+            # W = -Σ_e g_e ⊗ r_e, per centre then per frame (empty slots have g = 0).
+            per_centre = -torch.matmul(edge_gradient.transpose(1, 2), vectors)
+            frame_virial = frame_sum(per_centre, inputs.frame_index, inputs.num_frames)
+    return ModelOutput(
+        energy=energy, atomic_energies=atomic_energies, forces=forces, virial=frame_virial
+    )
+
+
+def _edge_vectors(
+    positions: torch.Tensor, inputs: ModelInput, index: torch.Tensor, shifts: torch.Tensor
+) -> torch.Tensor:
+    """``inputs.edge_vectors`` with one matrix product for the offsets of a single frame."""
+    cell = inputs.cell.to(positions.dtype)
+    if inputs.num_frames != 1:
+        return edge_vectors(positions, cell, inputs.frame_index, index, shifts)
+    offsets = torch.matmul(shifts.to(positions.dtype), cell[0])
+    return positions[index.clamp(min=0)] - positions.unsqueeze(1) + offsets
+
+
+def _neighbor_types(
+    model: SeAModel, inputs: ModelInput, index: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Element of each slot; empty slots as in ``block_geometry`` (their rows are zero anyway)."""
+    empty = empty_slot_types(inputs.atom_types, inputs.frame_index, inputs.num_frames)
+    return torch.where(mask, inputs.atom_types[index.clamp(min=0)], empty.unsqueeze(1))
+
+
+def _values_and_slopes(
+    table: EmbeddingTable, radial: torch.Tensor, net_index: torch.Tensor
+) -> torch.Tensor:
+    """G(s) and dG/ds of every slot: [num_atoms, S] twice -> [2, num_atoms, S, ng]."""
+    step = table.config.step
+    t, rows = table.locate(radial.reshape(-1), net_index.reshape(-1))
+    powers = torch.linalg.vander(t, N=6)  # t^0 .. t^5
+    # d/ds Σ_d c_d t^d = Σ_d d c_d t^(d-1) / h: row d weighted by d t^(d-1) / h.
+    slope_weights = torch.cat(
+        [torch.zeros_like(powers[:, :1]), powers[:, :5] * _DEGREES.to(t.dtype) / step], -1
+    )
+    looked_up = table_sum(torch.cat([rows, rows]), table.weight, torch.cat([powers, slope_weights]))
+    return looked_up.reshape(2, *radial.shape, -1)
+
+
+_DEGREES = torch.arange(1.0, 6.0)
+
+
+def _fitting(model: SeAModel, descriptor: torch.Tensor, atom_types: torch.Tensor, head):
+    """Atomic energies and ∂E/∂D [num_atoms, ng, M] by autograd over the fitting net only."""
+    with torch.enable_grad():
+        descriptor = descriptor.detach().requires_grad_(True)
+        features = torch.cat(
+            [
+                descriptor.reshape(descriptor.shape[0], -1),
+                model.descriptor.type_embedding(atom_types),
+            ],
+            -1,
+        )
+        energy_head = model.head(head)
+        vacuum = model.vacuum_descriptor() if energy_head.config.zero_isolated_atoms else None
+        atomic_energies = energy_head(features, atom_types, vacuum)
+        (gradient,) = torch.autograd.grad(atomic_energies.sum(), descriptor)
+    return gradient, atomic_energies.detach()
