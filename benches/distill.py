@@ -369,6 +369,8 @@ def untrained_models(workdir: Path, arguments: argparse.Namespace):
         frames, student_section.head, student.elements, student_specs, build
     )
     initialize_model(student, {student_section.head: samples})
+    if arguments.compress_step > 0:
+        student = student.compress(step=arguments.compress_step)
     return teacher_model.eval(), student.eval()
 
 
@@ -542,6 +544,10 @@ def main() -> None:
     parser.add_argument("--initial-frames", type=int, default=160, help="teacher-labelled")
     parser.add_argument("--explore-steps", type=int, default=200, help="per MD run")
     parser.add_argument("--speed-steps", type=int, default=100)
+    parser.add_argument(
+        "--compress-step", type=float, default=0.05,
+        help="speed: tabulate the student's embedding at this knot spacing (0: the nets)",
+    )  # fmt: skip
     parser.add_argument("--role", choices=["student", "teacher"], default="student")
     parser.add_argument("--ps", type=float, default=10.0, help="NVT length (ps)")
     parser.add_argument("--record-every", type=int, default=50, help="NVT steps between frames")

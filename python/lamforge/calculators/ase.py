@@ -71,25 +71,37 @@ class LAMCalculator(Calculator):
         self.neighbors = VerletNeighbors(self.specs, skin, num_threads)
         # A compressed se_e2_a model has hand-written derivatives (no autograd graph per step).
         self.tabulated = isinstance(model, SeAModel) and model.descriptor.block.table is not None
+        # Per-structure constants, rebuilt only when the atoms change (not at every MD step).
+        self._numbers: bytes | None = None
+        self._atom_types = self._frame_index = torch.zeros(0, dtype=torch.int64)
 
     def _inputs(self, atoms: Atoms) -> ModelInput:
         pbc = tuple(bool(p) for p in atoms.pbc)
         cell = atoms.cell.array if any(pbc) else None
         blocks = self.neighbors.blocks(atoms.positions, cell, pbc, atoms.numbers)
-        dtype = self.model.dtype
+        numbers = atoms.numbers.tobytes()
+        if numbers != self._numbers:
+            types = atom_types_from_numbers(atoms.numbers, self.model.elements)
+            self._atom_types = types.to(self.device)
+            self._frame_index = torch.zeros(len(atoms), dtype=torch.int64, device=self.device)
+            self._numbers = numbers
+        dtype, device = self.model.dtype, self.device
         return ModelInput(
-            positions=torch.as_tensor(atoms.positions, dtype=dtype),
-            atom_types=atom_types_from_numbers(atoms.numbers, self.model.elements),
-            cell=torch.as_tensor(np.zeros((3, 3)) if cell is None else cell, dtype=dtype)[None],
-            frame_index=torch.zeros(len(atoms), dtype=torch.int64),
+            positions=torch.as_tensor(atoms.positions, dtype=dtype, device=device),
+            atom_types=self._atom_types,
+            cell=torch.as_tensor(
+                np.zeros((3, 3)) if cell is None else cell, dtype=dtype, device=device
+            )[None],
+            frame_index=self._frame_index,
             neighbors=tuple(
                 NeighborList(
-                    cutoff=cutoff, max_neighbors=cap, index=torch.from_numpy(index),
-                    shifts=torch.from_numpy(shifts),
+                    cutoff=cutoff, max_neighbors=cap,
+                    index=torch.from_numpy(index).to(device),
+                    shifts=torch.from_numpy(shifts).to(device),
                 )
                 for (cutoff, cap), (index, shifts) in zip(self.specs, blocks, strict=True)
             ),
-        ).to(self.device)  # fmt: skip
+        )  # fmt: skip
 
     def calculate(
         self,

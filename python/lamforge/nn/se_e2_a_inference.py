@@ -101,8 +101,7 @@ def evaluate_tabulated(
         moment = torch.matmul(env, pair) / normaliser  # [num_atoms, 4, ng]
         axis = moment[:, :, : block.axis_neurons]
         descriptor = torch.matmul(moment.transpose(1, 2), axis)  # [num_atoms, ng, M]
-    descriptor_gradient, atomic_energies = _fitting(model, descriptor, atom_types, head)
-    with torch.no_grad():
+        descriptor_gradient, atomic_energies = _fitting(model, descriptor, atom_types, head)
         moment_gradient = torch.matmul(axis, descriptor_gradient.transpose(1, 2))
         moment_gradient[:, :, : block.axis_neurons] += torch.matmul(moment, descriptor_gradient)
         moment_gradient /= normaliser
@@ -177,18 +176,65 @@ _DEGREES = torch.arange(1.0, 6.0)
 
 
 def _fitting(model: SeAModel, descriptor: torch.Tensor, atom_types: torch.Tensor, head):
-    """Atomic energies and ∂E/∂D [num_atoms, ng, M] by autograd over the fitting net only."""
-    with torch.enable_grad():
-        descriptor = descriptor.detach().requires_grad_(True)
-        features = torch.cat(
-            [
-                descriptor.reshape(descriptor.shape[0], -1),
-                model.descriptor.type_embedding(atom_types),
-            ],
-            -1,
-        )
-        energy_head = model.head(head)
-        vacuum = model.vacuum_descriptor() if energy_head.config.zero_isolated_atoms else None
-        atomic_energies = energy_head(features, atom_types, vacuum)
-        (gradient,) = torch.autograd.grad(atomic_energies.sum(), descriptor)
-    return gradient, atomic_energies.detach()
+    """Atomic energies [num_atoms] and ∂E/∂D [num_atoms, ng, M] of the fitting net.
+
+    The net is a few [num_atoms, width] layers, so autograd's bookkeeping would cost more than
+    the arithmetic: the layers are run forward keeping their activations, then backward by hand.
+    The centre-element embedding enters the first layer as a per-element row added to its
+    pre-activation (it does not depend on positions).
+    """
+    energy_head = model.head(head)
+    layers = list(energy_head.fitting_net.layers)
+    flat = descriptor.reshape(descriptor.shape[0], -1)
+    num_descriptor = flat.shape[1]
+    first = layers[0]
+    # [T(t) ; 0] for the type columns of the first layer's input.
+    type_rows = model.descriptor.type_embedding.table()[:-1] @ first.weight[num_descriptor:]
+    x = flat
+    saved = []
+    for position, layer in enumerate(layers):
+        weight = layer.weight[:num_descriptor] if position == 0 else layer.weight
+        pre = torch.nn.functional.linear(x, weight.t(), layer.bias)
+        if position == 0:
+            pre = pre + type_rows[atom_types]
+        activated = layer.activation(pre)
+        saved.append((pre, activated))
+        x = layer.finish(pre, x) if position > 0 else layer.finish(pre, None)
+    fitted = x.squeeze(-1)
+    if energy_head.config.zero_isolated_atoms:
+        vacuum = model.vacuum_descriptor()
+        fitted = fitted - energy_head.fitting_net(vacuum).squeeze(-1)[atom_types]
+    atomic_energies = fitted.to(torch.float64) + energy_head.energy_bias[atom_types]
+    gradient = torch.ones_like(x)  # ∂E/∂(output), [num_atoms, 1]
+    for position in range(len(layers) - 1, -1, -1):
+        layer, (pre, activated) = layers[position], saved[position]
+        through = gradient if layer.timestep is None else gradient * layer.timestep
+        through = through * _activation_slope(layer.activation_name, pre, activated)
+        weight = layer.weight[:num_descriptor] if position == 0 else layer.weight
+        upstream = torch.matmul(through, weight.t())
+        if layer.has_skip and position > 0:
+            skip = gradient if layer.num_out == layer.num_in else _fold(gradient)
+            upstream = upstream + skip
+        gradient = upstream
+    return gradient.reshape(descriptor.shape), atomic_energies
+
+
+def _fold(gradient: torch.Tensor) -> torch.Tensor:
+    """Gradient of the doubling skip [x, x]: the two halves summed."""
+    half = gradient.shape[-1] // 2
+    return gradient[..., :half] + gradient[..., half:]
+
+
+def _activation_slope(name: str, pre: torch.Tensor, activated: torch.Tensor) -> torch.Tensor:
+    """Derivative of an activation of ``lamforge.nn.layers.ACTIVATIONS`` at ``pre``."""
+    name = name.lower()
+    if name == "tanh":
+        return 1 - activated * activated
+    if name == "linear":
+        return torch.ones_like(pre)
+    if name == "relu":
+        return (pre > 0).to(pre.dtype)
+    if name == "silu":
+        sigmoid = torch.sigmoid(pre)
+        return sigmoid * (1 + pre * (1 - sigmoid))
+    raise ValueError(f"no derivative for activation {name!r}")
