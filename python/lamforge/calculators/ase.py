@@ -103,6 +103,24 @@ class LAMCalculator(Calculator):
             ),
         )  # fmt: skip
 
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """What changed since the last calculation, among what the model reads.
+
+        The model reads positions, atomic numbers, cell and periodicity only. Comparing just those
+        (exactly) costs a few microseconds, where ASE's default comparison of every per-atom array
+        with a tolerance costs about as much as evaluating a compressed student.
+        """
+        previous = self.atoms
+        if previous is None or len(previous) != len(atoms):
+            return super().check_state(atoms, tol)
+        pairs = {
+            "positions": (previous.positions, atoms.positions),
+            "numbers": (previous.numbers, atoms.numbers),
+            "cell": (previous.cell.array, atoms.cell.array),
+            "pbc": (previous.pbc, atoms.pbc),
+        }
+        return [name for name, (old, new) in pairs.items() if not np.array_equal(old, new)]
+
     def calculate(
         self,
         atoms: Atoms | None = None,

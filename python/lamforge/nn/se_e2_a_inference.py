@@ -67,11 +67,15 @@ def evaluate_tabulated(
     dtype = model.dtype
     atom_types = inputs.atom_types
     neighbors = inputs.neighbor_list(config.cutoff, config.max_neighbors)
-    index = neighbors.index
+    # Slots are nearest first and padded at the end: drop the slots empty for every centre (the
+    # moments are normalised by max_neighbors, not by the slot count, so nothing changes).
+    width = max(int((neighbors.index >= 0).sum(1).max()), 1) if len(neighbors.index) else 1
+    index = neighbors.index[:, :width]
+    shifts = neighbors.shifts[:, :width]
     mask = index >= 0
     with torch.no_grad():
         positions = inputs.positions.to(dtype)
-        vectors = _edge_vectors(positions, inputs, index, neighbors.shifts)
+        vectors = _edge_vectors(positions, inputs, index, shifts)
         # Empty slots: a vector of length rc + 1, where sw and its slope are zero.
         vectors[..., 0].masked_fill_(~mask, config.cutoff + 1.0)
         length = torch.linalg.vector_norm(vectors, dim=-1)
@@ -131,8 +135,12 @@ def evaluate_tabulated(
         frame_virial = None
         if virial:
             # W = -Σ_e g_e ⊗ r_e, per centre then per frame (empty slots have g = 0).
-            per_centre = -torch.matmul(edge_gradient.transpose(1, 2), vectors)
-            frame_virial = frame_sum(per_centre, inputs.frame_index, inputs.num_frames)
+            if inputs.num_frames == 1:
+                flat_gradient, flat_vectors = edge_gradient.reshape(-1, 3), vectors.reshape(-1, 3)
+                frame_virial = -torch.matmul(flat_gradient.t(), flat_vectors).unsqueeze(0)
+            else:
+                per_centre = -torch.matmul(edge_gradient.transpose(1, 2), vectors)
+                frame_virial = frame_sum(per_centre, inputs.frame_index, inputs.num_frames)
     return ModelOutput(
         energy=energy, atomic_energies=atomic_energies, forces=forces, virial=frame_virial
     )
