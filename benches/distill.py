@@ -276,9 +276,9 @@ def rmse_vs_dft(model, frames, head) -> tuple[float, float]:
     return float(np.sqrt(np.mean(np.square(energy)))), float(np.sqrt(np.mean(np.square(forces))))
 
 
-def _dynamics(model, start, temperature: float, seed: int):
+def _dynamics(model, start, temperature: float, seed: int, compile: bool = False):
     atoms = start.copy()
-    atoms.calc = LAMCalculator(model, num_threads=1)
+    atoms.calc = LAMCalculator(model, num_threads=1, compile=compile)
     thermalize_momenta(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
     Stationary(atoms)
     atoms.set_constraint(FixCom())
@@ -293,21 +293,31 @@ def _dynamics(model, start, temperature: float, seed: int):
     return atoms, dynamics
 
 
-def md_speed(model, start, steps: int) -> float:
+def md_speed(model, start, steps: int, compile: bool = False) -> float:
     """Langevin NVT through the calculator: atoms x steps per CPU second."""
-    atoms, dynamics = _dynamics(model, start, 300.0, 0)
-    dynamics.run(2)  # warm-up (first calls allocate)
+    atoms, dynamics = _dynamics(model, start, 300.0, 0, compile)
+    dynamics.run(2)  # warm-up (first calls allocate; ``compile`` compiles here)
     cpu = time.process_time()
     dynamics.run(steps)
     return len(atoms) * steps / (time.process_time() - cpu)
 
 
-def speeds(teacher_model, student, start, steps: int, repeats: int) -> dict[str, float]:
-    """Best of ``repeats`` interleaved runs of each model (CPU time, same process)."""
+def speeds(
+    teacher_model,
+    student,
+    start,
+    steps: int,
+    repeats: int,
+    compile: bool = False,
+) -> dict[str, float]:
+    """Best of ``repeats`` interleaved runs of each model (CPU time, same process).
+
+    ``compile`` runs a compressed student through ``torch.compile`` (``LAMCalculator``).
+    """
     best = {"teacher": 0.0, "student": 0.0}
     for _ in range(repeats):
         best["teacher"] = max(best["teacher"], md_speed(teacher_model, start, max(steps // 10, 5)))
-        best["student"] = max(best["student"], md_speed(student, start, steps))
+        best["student"] = max(best["student"], md_speed(student, start, steps, compile))
     return best
 
 
@@ -379,13 +389,19 @@ def speed(workdir: Path, arguments: argparse.Namespace) -> None:
     teacher_model, student = untrained_models(workdir, arguments)
     start = _test_frames(workdir)[0]
     load_start = _load()
-    best = speeds(teacher_model, student, start, arguments.speed_steps, repeats=3)
+    best = speeds(
+        teacher_model, student, start, arguments.speed_steps, repeats=3, compile=arguments.compile
+    )
     parameters = {
         role: sum(p.numel() for p in model.parameters())
         for role, model in (("teacher", teacher_model), ("student", student))
     }
+    student_kind = (
+        f"compressed (step {arguments.compress_step})" if arguments.compress_step > 0 else "nets"
+    ) + (", torch.compile" if arguments.compile else "")
     print(
-        f"MD speed (untrained, 1 thread, {len(start)} atoms, CPU time, best of 3): "
+        f"MD speed (untrained, 1 thread, {len(start)} atoms, CPU time, best of 3; student "
+        f"{student_kind}): "
         f"teacher {best['teacher']:.0f}, student {best['student']:.0f} atom-steps per CPU s; "
         f"student/teacher = {best['student'] / best['teacher']:.1f}x "
         f"(parameters {parameters['teacher']} / {parameters['student']}; "
@@ -546,7 +562,11 @@ def main() -> None:
     parser.add_argument("--speed-steps", type=int, default=100)
     parser.add_argument(
         "--compress-step", type=float, default=0.05,
-        help="speed: tabulate the student's embedding at this knot spacing (0: the nets)",
+        help="speed, evaluate: tabulate the student's embedding at this knot spacing (0: nets)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="speed, evaluate: run the compressed student through torch.compile",
     )  # fmt: skip
     parser.add_argument("--role", choices=["student", "teacher"], default="student")
     parser.add_argument("--ps", type=float, default=10.0, help="NVT length (ps)")

@@ -42,7 +42,12 @@ def _switch_and_slope(length: torch.Tensor, cutoff_smooth: float, cutoff: float)
 
 
 def evaluate_tabulated(
-    model: SeAModel, inputs: ModelInput, head: str | None = None, *, virial: bool = True
+    model: SeAModel,
+    inputs: ModelInput,
+    head: str | None = None,
+    *,
+    virial: bool = True,
+    trim: bool = True,
 ) -> ModelOutput:
     """Energy, forces and (optionally) the virial per frame of a compressed se_e2_a model.
 
@@ -55,6 +60,8 @@ def evaluate_tabulated(
         inputs: a flat batch of frames.
         head: head name; ``None`` for a single-head model.
         virial: compute the virial [num_frames, 3, 3].
+        trim: drop the trailing slots that are empty for every centre, keeping a multiple of
+            8 slots (under ``torch.compile`` each width compiles once; rounding keeps them few).
 
     Returns:
         :class:`ModelOutput` with energy, atomic energies, forces and the virial (when asked).
@@ -69,9 +76,11 @@ def evaluate_tabulated(
     neighbors = inputs.neighbor_list(config.cutoff, config.max_neighbors)
     # Slots are nearest first and padded at the end: drop the slots empty for every centre (the
     # moments are normalised by max_neighbors, not by the slot count, so nothing changes).
-    width = max(int((neighbors.index >= 0).sum(1).max()), 1) if len(neighbors.index) else 1
-    index = neighbors.index[:, :width]
-    shifts = neighbors.shifts[:, :width]
+    index, shifts = neighbors.index, neighbors.shifts
+    if trim and len(index):
+        used = int((index >= 0).sum(1).max())
+        width = min(max(-(-used // 8) * 8, 8), index.shape[1])
+        index, shifts = index[:, :width], shifts[:, :width]
     mask = index >= 0
     with torch.no_grad():
         positions = inputs.positions.to(dtype)
@@ -169,18 +178,17 @@ def _values_and_slopes(
     table: EmbeddingTable, radial: torch.Tensor, net_index: torch.Tensor
 ) -> torch.Tensor:
     """G(s) and dG/ds of every slot: [num_atoms, S] twice -> [2, num_atoms, S, ng]."""
-    step = table.config.step
     t, rows = table.locate(radial.reshape(-1), net_index.reshape(-1))
     powers = torch.linalg.vander(t, N=6)  # t^0 .. t^5
     # d/ds Σ_d c_d t^d = Σ_d d c_d t^(d-1) / h: row d weighted by d t^(d-1) / h.
-    slope_weights = torch.cat(
-        [torch.zeros_like(powers[:, :1]), powers[:, :5] * _DEGREES.to(t.dtype) / step], -1
-    )
-    looked_up = table_sum(torch.cat([rows, rows]), table.weight, torch.cat([powers, slope_weights]))
+    slope_weights = powers * (_DEGREES.to(t.dtype) / table.config.step)
+    looked_up = torch.empty(2, rows.shape[0], table.weight.shape[1], dtype=t.dtype)
+    looked_up[0] = table_sum(rows, table.weight, powers)
+    looked_up[1] = table_sum(rows[:, 1:], table.weight, slope_weights[:, :5])
     return looked_up.reshape(2, *radial.shape, -1)
 
 
-_DEGREES = torch.arange(1.0, 6.0)
+_DEGREES = torch.arange(1.0, 7.0)
 
 
 def _fitting(model: SeAModel, descriptor: torch.Tensor, atom_types: torch.Tensor, head):
@@ -205,9 +213,13 @@ def _fitting(model: SeAModel, descriptor: torch.Tensor, atom_types: torch.Tensor
         pre = torch.nn.functional.linear(x, weight.t(), layer.bias)
         if position == 0:
             pre = pre + type_rows[atom_types]
-        activated = layer.activation(pre)
+        # torch.tanh directly: the layers' autograd-friendly tanh costs more per call here.
+        activated = torch.tanh(pre) if layer.activation_name == "tanh" else layer.activation(pre)
         saved.append((pre, activated))
-        x = layer.finish(pre, x) if position > 0 else layer.finish(pre, None)
+        y = activated if layer.timestep is None else activated * layer.timestep
+        if layer.has_skip and position > 0:
+            y = y + (x if layer.num_out == layer.num_in else torch.cat([x, x], dim=-1))
+        x = y
     fitted = x.squeeze(-1)
     if energy_head.config.zero_isolated_atoms:
         vacuum = model.vacuum_descriptor()
