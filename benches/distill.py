@@ -321,11 +321,16 @@ def speeds(
     return best
 
 
-def evaluate(workdir: Path, name: str, speed_steps: int) -> None:
+def evaluate(workdir: Path, name: str, arguments: argparse.Namespace) -> None:
+    """RMSE vs DFT of teacher, student and the compressed student; MD speed (compressed)."""
     frames = _test_frames(workdir)
-    teacher_model, student = _models(workdir, name)
+    teacher_model, nets = _models(workdir, name)
+    student = nets.compress(step=arguments.compress_step) if arguments.compress_step > 0 else nets
     results: dict[str, object] = {"held_out_frames": len(frames), "load_start": _load()}
-    for role, model in (("teacher", teacher_model), ("student", student)):
+    roles = {"teacher": teacher_model, "student": student}
+    if student is not nets:
+        roles["student_nets"] = nets
+    for role, model in roles.items():
         energy, forces = rmse_vs_dft(model, frames, None)
         parameters = sum(p.numel() for p in model.parameters())
         results[role] = {
@@ -341,7 +346,9 @@ def evaluate(workdir: Path, name: str, speed_steps: int) -> None:
         results["student"]["forces_rmse_mev_per_a"] / results["teacher"]["forces_rmse_mev_per_a"]
     )
     results["forces_rmse_ratio"] = ratio
-    best = speeds(teacher_model, student, frames[0], speed_steps, repeats=3)
+    best = speeds(
+        teacher_model, student, frames[0], arguments.speed_steps, 3, compile=arguments.compile
+    )
     results["md_speed_atom_steps_per_cpu_s"] = {**best, "ratio": best["student"] / best["teacher"]}
     results["load_end"] = _load()
     print(
@@ -582,7 +589,7 @@ def main() -> None:
     elif arguments.stage == "distill":
         distill(workdir, arguments.name, arguments.minutes, arguments)
     elif arguments.stage == "evaluate":
-        evaluate(workdir, arguments.name, arguments.speed_steps)
+        evaluate(workdir, arguments.name, arguments)
     elif arguments.stage == "nvt":
         nvt(workdir, arguments.name, arguments.role, arguments.ps, arguments.record_every)
     elif arguments.stage == "speed":
