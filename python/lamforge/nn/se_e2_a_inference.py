@@ -28,7 +28,7 @@ from lamforge.nn.forces import ModelOutput
 from lamforge.nn.inputs import ModelInput, edge_vectors
 from lamforge.nn.model import empty_slot_types, frame_sum
 from lamforge.nn.se_e2_a import SeAModel
-from lamforge.nn.tabulate import EmbeddingTable, table_sum
+from lamforge.nn.tabulate import EmbeddingTable
 
 
 def _switch_and_slope(length: torch.Tensor, cutoff_smooth: float, cutoff: float):
@@ -177,18 +177,33 @@ def _neighbor_types(
 def _values_and_slopes(
     table: EmbeddingTable, radial: torch.Tensor, net_index: torch.Tensor
 ) -> torch.Tensor:
-    """G(s) and dG/ds of every slot: [num_atoms, S] twice -> [2, num_atoms, S, ng]."""
+    """G(s) and dG/ds of every slot: [num_atoms, S] twice -> [2, num_atoms, S, ng].
+
+    One ``embedding_bag`` call: a bag of the six rows of each pair's interval weighted by
+    t^0..t^5 (the value), then a bag of its last five rows weighted by d t^(d-1) / h (the slope;
+    the constant row does not contribute), so the result needs no copy into place.
+    """
     t, rows = table.locate(radial.reshape(-1), net_index.reshape(-1))
+    num_pairs = t.shape[0]
     powers = torch.linalg.vander(t, N=6)  # t^0 .. t^5
-    # d/ds Σ_d c_d t^d = Σ_d d c_d t^(d-1) / h: row d weighted by d t^(d-1) / h.
-    slope_weights = powers * (_DEGREES.to(t.dtype) / table.config.step)
-    looked_up = torch.empty(2, rows.shape[0], table.weight.shape[1], dtype=t.dtype)
-    looked_up[0] = table_sum(rows, table.weight, powers)
-    looked_up[1] = table_sum(rows[:, 1:], table.weight, slope_weights[:, :5])
+    slope_weights = powers[:, :5] * (_DEGREES.to(t.dtype) / table.config.step)
+    offsets = torch.cat(
+        [
+            torch.arange(0, 6 * num_pairs, 6, device=t.device),
+            torch.arange(6 * num_pairs, 11 * num_pairs, 5, device=t.device),
+        ]
+    )
+    looked_up = torch.nn.functional.embedding_bag(
+        torch.cat([rows.reshape(-1), rows[:, 1:].reshape(-1)]),
+        table.weight,
+        offsets,
+        mode="sum",
+        per_sample_weights=torch.cat([powers.reshape(-1), slope_weights.reshape(-1)]),
+    )
     return looked_up.reshape(2, *radial.shape, -1)
 
 
-_DEGREES = torch.arange(1.0, 7.0)
+_DEGREES = torch.arange(1.0, 6.0)
 
 
 def _fitting(model: SeAModel, descriptor: torch.Tensor, atom_types: torch.Tensor, head):
