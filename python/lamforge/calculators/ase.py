@@ -20,7 +20,7 @@ from lamforge.nn.inputs import ModelInput, NeighborList, atom_types_from_numbers
 from lamforge.nn.loading import load_model
 from lamforge.nn.model import DPA2Model
 from lamforge.nn.se_e2_a import SeAModel
-from lamforge.nn.se_e2_a_inference import evaluate_tabulated
+from lamforge.nn.se_e2_a_inference import evaluate_tabulated, slot_width
 
 
 def _full_to_voigt(matrix: np.ndarray) -> np.ndarray:
@@ -144,7 +144,11 @@ class LAMCalculator(Calculator):
         inputs = self._inputs(atoms)
         periodic = bool(atoms.pbc.all())
         if self.tabulated:
-            output = self._evaluate_tabulated(self.model, inputs, self.head, virial=periodic)
+            config = self.model.config
+            block = inputs.neighbor_list(config.cutoff, config.max_neighbors)
+            output = self._evaluate_tabulated(
+                self.model, inputs, self.head, virial=periodic, width=slot_width(block.index)
+            )
         else:
             output = evaluate(self.model, inputs, self.head, forces=True, virial=periodic)
         energy = float(output.energy[0].detach())

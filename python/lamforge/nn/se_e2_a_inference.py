@@ -47,7 +47,7 @@ def evaluate_tabulated(
     head: str | None = None,
     *,
     virial: bool = True,
-    trim: bool = True,
+    width: int | None = None,
 ) -> ModelOutput:
     """Energy, forces and (optionally) the virial per frame of a compressed se_e2_a model.
 
@@ -60,8 +60,9 @@ def evaluate_tabulated(
         inputs: a flat batch of frames.
         head: head name; ``None`` for a single-head model.
         virial: compute the virial [num_frames, 3, 3].
-        trim: drop the trailing slots that are empty for every centre, keeping a multiple of
-            8 slots (under ``torch.compile`` each width compiles once; rounding keeps them few).
+        width: run on the first ``width`` slots of the neighbour block; None takes
+            :func:`slot_width` of the block. Pass it (computed outside) under ``torch.compile``:
+            finding it reads a tensor value, which would split the compiled graph.
 
     Returns:
         :class:`ModelOutput` with energy, atomic energies, forces and the virial (when asked).
@@ -74,13 +75,10 @@ def evaluate_tabulated(
     dtype = model.dtype
     atom_types = inputs.atom_types
     neighbors = inputs.neighbor_list(config.cutoff, config.max_neighbors)
-    # Slots are nearest first and padded at the end: drop the slots empty for every centre (the
-    # moments are normalised by max_neighbors, not by the slot count, so nothing changes).
-    index, shifts = neighbors.index, neighbors.shifts
-    if trim and len(index):
-        used = int((index >= 0).sum(1).max())
-        width = min(max(-(-used // 8) * 8, 8), index.shape[1])
-        index, shifts = index[:, :width], shifts[:, :width]
+    # Slots are nearest first and padded at the end; the moments are normalised by
+    # max_neighbors, not by the slot count, so dropping slots empty for every centre is exact.
+    width = slot_width(neighbors.index) if width is None else width
+    index, shifts = neighbors.index[:, :width], neighbors.shifts[:, :width]
     mask = index >= 0
     with torch.no_grad():
         positions = inputs.positions.to(dtype)
@@ -153,6 +151,19 @@ def evaluate_tabulated(
     return ModelOutput(
         energy=energy, atomic_energies=atomic_energies, forces=forces, virial=frame_virial
     )
+
+
+def slot_width(index: torch.Tensor) -> int:
+    """Slots of a dense block that some centre uses, rounded up to a multiple of 8 (at most all).
+
+    Rounding keeps the number of distinct widths (each one a compilation under
+    ``torch.compile``) small while an MD run's neighbour counts drift.
+
+    Args:
+        index: [num_atoms, max_neighbors] neighbour indices, -1 for empty slots (at the end).
+    """
+    used = int((index >= 0).sum(1).max()) if index.numel() else 0
+    return min(max(-(-used // 8) * 8, 8), index.shape[1])
 
 
 def _edge_vectors(
