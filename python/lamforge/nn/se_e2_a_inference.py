@@ -67,13 +67,9 @@ def evaluate_tabulated(
     Returns:
         :class:`ModelOutput` with energy, atomic energies, forces and the virial (when asked).
     """
-    block = model.descriptor.block
-    table = block.table
-    if table is None:
+    if model.descriptor.block.table is None:
         raise ValueError("evaluate_tabulated needs a compressed model (SeAModel.compress)")
     config = model.config
-    dtype = model.dtype
-    atom_types = inputs.atom_types
     neighbors = inputs.neighbor_list(config.cutoff, config.max_neighbors)
     # Slots are nearest first and padded at the end; the moments are normalised by
     # max_neighbors, not by the slot count, so dropping slots empty for every centre is exact.
@@ -81,61 +77,15 @@ def evaluate_tabulated(
     index, shifts = neighbors.index[:, :width], neighbors.shifts[:, :width]
     mask = index >= 0
     with torch.no_grad():
-        positions = inputs.positions.to(dtype)
-        vectors = _edge_vectors(positions, inputs, index, shifts)
+        vectors = _edge_vectors(inputs.positions.to(model.dtype), inputs, index, shifts)
         # Empty slots: a vector of length rc + 1, where sw and its slope are zero.
         vectors[..., 0].masked_fill_(~mask, config.cutoff + 1.0)
-        length = torch.linalg.vector_norm(vectors, dim=-1)
-        switch, switch_slope = _switch_and_slope(length, config.cutoff_smooth, config.cutoff)
-        inverse = 1 / (length + config.env_protection)
-        radial_factor = switch * inverse  # a
-        angular_factor = radial_factor * inverse  # b
-        std = block.std[atom_types]  # [num_atoms, 4]
-        radial_std = std[:, :1]
-        angular_std = std[:, 1:2]
-        # R transposed, [num_atoms, 4, S]: the products below are fastest with S last.
-        env = torch.cat(
-            [
-                (radial_factor / radial_std).unsqueeze(1),
-                vectors.transpose(1, 2) * (angular_factor / angular_std).unsqueeze(1),
-            ],
-            1,
-        )
         net_index = _neighbor_types(model, inputs, index, mask)
-        if not block.type_one_side:
-            net_index = atom_types.unsqueeze(1) * block.num_elements + net_index
-        num_atoms, _, num_slots = env.shape
-        normaliser = config.max_neighbors
-        # G and dG/ds of every slot from one lookup: [2, num_atoms, S, ng].
-        looked_up = _values_and_slopes(table, env[:, 0], net_index)
-        pair = looked_up[0]
-        moment = torch.matmul(env, pair) / normaliser  # [num_atoms, 4, ng]
-        axis = moment[:, :, : block.axis_neurons]
-        descriptor = torch.matmul(moment.transpose(1, 2), axis)  # [num_atoms, ng, M]
-        descriptor_gradient, atomic_energies = _fitting(model, descriptor, atom_types, head)
-        moment_gradient = torch.matmul(axis, descriptor_gradient.transpose(1, 2))
-        moment_gradient[:, :, : block.axis_neurons] += torch.matmul(moment, descriptor_gradient)
-        moment_gradient /= normaliser
-        # (∂E/∂Mom) [G ; G']ᵀ: the first product is (∂E/∂R)ᵀ through G's coefficient; the second,
-        # dotted with R, is ∂E/∂s through G itself (Σ_c ∂E/∂G_c G'_c = Σ_a R_a (∂E/∂Mom G'ᵀ)_a).
-        both = torch.bmm(
-            moment_gradient.repeat(2, 1, 1),
-            looked_up.reshape(2 * num_atoms, num_slots, -1).transpose(1, 2),
-        ).reshape(2, num_atoms, 4, num_slots)
-        env_gradient = both[0]  # [num_atoms, 4, S]
-        radial_gradient = env_gradient[:, 0] + (both[1] * env).sum(1)
-        angular_gradient = env_gradient[:, 1:].transpose(1, 2) / angular_std.unsqueeze(-1)
-        radial_gradient = radial_gradient / radial_std  # g_0 / σ_0
-        # a' = sw' / (r + p) - sw / (r + p)²,  b' = sw' / (r + p)² - 2 sw / (r + p)³
-        radial_slope = (switch_slope - radial_factor) * inverse
-        angular_slope = (switch_slope - 2 * radial_factor) * inverse * inverse
-        along = (
-            radial_gradient * radial_slope + (angular_gradient * vectors).sum(-1) * angular_slope
-        ) / length
-        edge_gradient = (
-            along.unsqueeze(-1) * vectors + angular_factor.unsqueeze(-1) * angular_gradient
+        if not model.descriptor.block.type_one_side:
+            net_index = inputs.atom_types.unsqueeze(1) * len(config.elements) + net_index
+        edge_gradient, atomic_energies = _edge_gradients(
+            model, head, vectors, mask, net_index, inputs.atom_types
         )
-        edge_gradient.masked_fill_(~mask.unsqueeze(-1), 0.0)
         safe_index = index.clamp(min=0).reshape(-1)
         forces = edge_gradient.sum(1).index_add(0, safe_index, -edge_gradient.reshape(-1, 3))
         energy = frame_sum(atomic_energies, inputs.frame_index, inputs.num_frames)
@@ -151,6 +101,71 @@ def evaluate_tabulated(
     return ModelOutput(
         energy=energy, atomic_energies=atomic_energies, forces=forces, virial=frame_virial
     )
+
+
+def _edge_gradients(
+    model: SeAModel,
+    head: str | None,
+    vectors: torch.Tensor,
+    mask: torch.Tensor,
+    net_index: torch.Tensor,
+    atom_types: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edge gradients ∂E/∂v [n, S, 3] and atomic energies [n] of n centres (module docstring).
+
+    Args:
+        model: the compressed model.
+        head: head name or None.
+        vectors: [n, S, 3] edge vectors, empty slots at length rc + 1.
+        mask: [n, S] True for real neighbours.
+        net_index: [n, S] table (net) of each slot.
+        atom_types: [n] centre elements.
+    """
+    config = model.config
+    block = model.descriptor.block
+    table = block.table
+    assert table is not None
+    length = torch.linalg.vector_norm(vectors, dim=-1)
+    switch, switch_slope = _switch_and_slope(length, config.cutoff_smooth, config.cutoff)
+    inverse = 1 / (length + config.env_protection)
+    radial_factor = switch * inverse  # a
+    angular_factor = radial_factor * inverse  # b
+    std = block.std[atom_types]  # [n, 4]
+    radial_std, angular_std = std[:, :1], std[:, 1:2]
+    # R transposed, [n, 4, S]: the products below are fastest with S last.
+    env = torch.cat(
+        [
+            (radial_factor / radial_std).unsqueeze(1),
+            vectors.transpose(1, 2) * (angular_factor / angular_std).unsqueeze(1),
+        ],
+        1,
+    )
+    num_atoms, _, num_slots = env.shape
+    normaliser = config.max_neighbors
+    looked_up = _values_and_slopes(table, env[:, 0], net_index)  # [2, n, S, ng]: G and G'
+    moment = torch.matmul(env, looked_up[0]) / normaliser  # [n, 4, ng]
+    axis = moment[:, :, : block.axis_neurons]
+    descriptor = torch.matmul(moment.transpose(1, 2), axis)  # [n, ng, M]
+    descriptor_gradient, atomic_energies = _fitting(model, descriptor, atom_types, head)
+    moment_gradient = torch.matmul(axis, descriptor_gradient.transpose(1, 2))
+    moment_gradient[:, :, : block.axis_neurons] += torch.matmul(moment, descriptor_gradient)
+    moment_gradient /= normaliser
+    # (∂E/∂Mom) [G ; G']ᵀ: the first product is (∂E/∂R)ᵀ through G's coefficient; the second,
+    # dotted with R, is ∂E/∂s through G itself (Σ_c ∂E/∂G_c G'_c = Σ_a R_a (∂E/∂Mom G'ᵀ)_a).
+    both = torch.bmm(
+        moment_gradient.repeat(2, 1, 1),
+        looked_up.reshape(2 * num_atoms, num_slots, -1).transpose(1, 2),
+    ).reshape(2, num_atoms, 4, num_slots)
+    radial_gradient = (both[0, :, 0] + (both[1] * env).sum(1)) / radial_std  # g_0 / σ_0
+    angular_gradient = both[0, :, 1:].transpose(1, 2) / angular_std.unsqueeze(-1)  # g_{1:} / σ_1
+    # a' = sw' / (r + p) - sw / (r + p)²,  b' = sw' / (r + p)² - 2 sw / (r + p)³
+    radial_slope = (switch_slope - radial_factor) * inverse
+    angular_slope = (switch_slope - 2 * radial_factor) * inverse * inverse
+    along = (
+        radial_gradient * radial_slope + (angular_gradient * vectors).sum(-1) * angular_slope
+    ) / length
+    edge_gradient = along.unsqueeze(-1) * vectors + angular_factor.unsqueeze(-1) * angular_gradient
+    return edge_gradient.masked_fill(~mask.unsqueeze(-1), 0.0), atomic_energies
 
 
 def slot_width(index: torch.Tensor) -> int:
