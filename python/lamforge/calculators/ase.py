@@ -41,11 +41,11 @@ class LAMCalculator(Calculator):
         skin: Verlet skin (Å): neighbour lists are searched at cutoff + skin and reused while no
             atom moved more than skin / 2 (same results as searching every step). 0 searches at
             every evaluation.
-        compile: Compress-only speed option: run a compressed se_e2_a model's evaluation
+        compile: For a compressed se_e2_a model (``SeAModel.compress``): run its evaluation
             (``lamforge.nn.se_e2_a_inference``) through ``torch.compile``, which fuses its many
-            small element-wise steps (about 1.5x faster on one CPU thread). The first evaluation
-            of each structure size compiles (seconds; on CPU it needs a C++ compiler). Ignored
-            for other models.
+            small element-wise steps (about 1.4x faster on one CPU thread). The first evaluation
+            of each structure size and slot width compiles (seconds; on CPU it needs a C++
+            compiler). Ignored for other models.
 
     Results: ``energy`` and ``free_energy`` (eV), ``energies`` (per atom, eV), ``forces`` (eV/Å)
     and, for fully periodic cells, ``stress`` (Voigt, eV/Å^3, ASE sign).
