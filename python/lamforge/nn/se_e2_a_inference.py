@@ -2,13 +2,13 @@
 
 Generic autograd (``lamforge.nn.forces``) records every operation of the forward pass and replays
 it backwards; for a tabulated se_e2_a model (``SeAModel.compress``) the backward is short enough
-to write out, and doing so halves the number of tensor operations of an MD step. Notation of
+to write out, which removes autograd's per-operation bookkeeping from every MD step. Notation of
 ``lamforge.nn.se_e2_a``, per centre i and slot j, S = max_neighbors, M = axis_neurons:
 
     forward:   R_ij (env. matrix),  G_ij = table(s_ij = R_ij[0]),  Mom_i = R_iᵀ G_i / S  [4, ng],
                D_i = Mom_iᵀ Mom_i[:, :M]  [ng, M],   E = Σ_i fit(D_i)
 
-    backward (∂E/∂D from autograd over the small fitting net):
+    backward (∂E/∂D from the fitting net's own hand-written backward, ``_fitting``):
         ∂E/∂Mom_i       = Mom_i[:, :M] (∂E/∂D_i)ᵀ,  plus Mom_i (∂E/∂D_i) on the first M columns
         ∂E/∂R_ij        = G_ij (∂E/∂Mom_i)ᵀ / S,  plus on column 0 (∂E/∂G_ij · G'(s_ij))
         ∂E/∂G_ij        = R_ij (∂E/∂Mom_i) / S,   G' from the table's derivative polynomials
