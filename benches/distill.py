@@ -9,6 +9,7 @@ Stages (each resumable, results in WORKDIR; run them in order):
     python benches/distill.py nvt --workdir W --role student --ps 10   # NVT 300 K trajectory
     python benches/distill.py nvt --workdir W --role teacher --ps 1
     python benches/distill.py report --workdir W       # stability numbers, O-O RDF (PNG), table
+    python benches/distill.py speed --workdir W        # MD speed of untrained models (no training)
 
 The teacher is trained on data_0..2 (320 frames) and validated on every fifth frame of data_3
 during training; data_3 (80 frames) is the held-out set of every RMSE. ``teacher`` and
@@ -47,13 +48,18 @@ from lamforge.distill.config import (
 from lamforge.distill.explore import ExplorationConfig
 from lamforge.distill.loop import Distillation
 from lamforge.distill.select import TrustLevels
+from lamforge.distill.students import initialize_model
 from lamforge.distill.teacher import frames_from_store, predict_frames
+from lamforge.nn.atoms import model_input_from_atoms
 from lamforge.nn.checkpoint import save_checkpoint
 from lamforge.nn.config import ModelConfig
 from lamforge.nn.loading import load_model
 from lamforge.nn.model import DPA2Model
+from lamforge.nn.presets import dpa2_small
+from lamforge.nn.statistics import compute_statistics
 from lamforge.train.checkpoint import load_file
 from lamforge.train.config import DataSection, ModelSection, RunConfig, TaskData
+from lamforge.train.frames import batches_from_atoms
 from lamforge.train.loss import LossConfig, Prefactor
 from lamforge.train.schedule import LearningRateConfig
 from lamforge.train.trainer import TrainerConfig
@@ -270,9 +276,9 @@ def rmse_vs_dft(model, frames, head) -> tuple[float, float]:
     return float(np.sqrt(np.mean(np.square(energy)))), float(np.sqrt(np.mean(np.square(forces))))
 
 
-def _dynamics(model, start, temperature: float, seed: int):
+def _dynamics(model, start, temperature: float, seed: int, compile: bool = False):
     atoms = start.copy()
-    atoms.calc = LAMCalculator(model, num_threads=1)
+    atoms.calc = LAMCalculator(model, num_threads=1, compile=compile)
     thermalize_momenta(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
     Stationary(atoms)
     atoms.set_constraint(FixCom())
@@ -287,29 +293,44 @@ def _dynamics(model, start, temperature: float, seed: int):
     return atoms, dynamics
 
 
-def md_speed(model, start, steps: int) -> float:
+def md_speed(model, start, steps: int, compile: bool = False) -> float:
     """Langevin NVT through the calculator: atoms x steps per CPU second."""
-    atoms, dynamics = _dynamics(model, start, 300.0, 0)
-    dynamics.run(2)  # warm-up (first calls allocate)
+    atoms, dynamics = _dynamics(model, start, 300.0, 0, compile)
+    dynamics.run(2)  # warm-up (first calls allocate; ``compile`` compiles here)
     cpu = time.process_time()
     dynamics.run(steps)
     return len(atoms) * steps / (time.process_time() - cpu)
 
 
-def speeds(teacher_model, student, start, steps: int, repeats: int) -> dict[str, float]:
-    """Best of ``repeats`` interleaved runs of each model (CPU time, same process)."""
+def speeds(
+    teacher_model,
+    student,
+    start,
+    steps: int,
+    repeats: int,
+    compile: bool = False,
+) -> dict[str, float]:
+    """Best of ``repeats`` interleaved runs of each model (CPU time, same process).
+
+    ``compile`` runs a compressed student through ``torch.compile`` (``LAMCalculator``).
+    """
     best = {"teacher": 0.0, "student": 0.0}
     for _ in range(repeats):
         best["teacher"] = max(best["teacher"], md_speed(teacher_model, start, max(steps // 10, 5)))
-        best["student"] = max(best["student"], md_speed(student, start, steps))
+        best["student"] = max(best["student"], md_speed(student, start, steps, compile))
     return best
 
 
-def evaluate(workdir: Path, name: str, speed_steps: int) -> None:
+def evaluate(workdir: Path, name: str, arguments: argparse.Namespace) -> None:
+    """RMSE vs DFT of teacher, student and the compressed student; MD speed (compressed)."""
     frames = _test_frames(workdir)
-    teacher_model, student = _models(workdir, name)
+    teacher_model, nets = _models(workdir, name)
+    student = nets.compress(step=arguments.compress_step) if arguments.compress_step > 0 else nets
     results: dict[str, object] = {"held_out_frames": len(frames), "load_start": _load()}
-    for role, model in (("teacher", teacher_model), ("student", student)):
+    roles = {"teacher": teacher_model, "student": student}
+    if student is not nets:
+        roles["student_nets"] = nets
+    for role, model in roles.items():
         energy, forces = rmse_vs_dft(model, frames, None)
         parameters = sum(p.numel() for p in model.parameters())
         results[role] = {
@@ -325,7 +346,9 @@ def evaluate(workdir: Path, name: str, speed_steps: int) -> None:
         results["student"]["forces_rmse_mev_per_a"] / results["teacher"]["forces_rmse_mev_per_a"]
     )
     results["forces_rmse_ratio"] = ratio
-    best = speeds(teacher_model, student, frames[0], speed_steps, repeats=3)
+    best = speeds(
+        teacher_model, student, frames[0], arguments.speed_steps, 3, compile=arguments.compile
+    )
     results["md_speed_atom_steps_per_cpu_s"] = {**best, "ratio": best["student"] / best["teacher"]}
     results["load_end"] = _load()
     print(
@@ -335,6 +358,62 @@ def evaluate(workdir: Path, name: str, speed_steps: int) -> None:
         f"(load average {results['load_start']:.1f} -> {results['load_end']:.1f})"
     )
     (workdir / f"evaluate_{name}.json").write_text(json.dumps(results, indent=2))
+
+
+def untrained_models(workdir: Path, arguments: argparse.Namespace):
+    """A float32 dpa2_small teacher and the bench's se_e2_a student, both untrained.
+
+    Environment statistics (and the student's energy bias) come from 20 water_train frames, so
+    the models see realistic descriptor magnitudes; the weights are the random initialisation,
+    which costs the same per step as trained weights.
+    """
+    frames = frames_from_store(Store.open(workdir / "store"), "water_train", range(20))
+    teacher_model = DPA2Model(dpa2_small(("O", "H"), precision="float32"))
+    specs = sorted(set(teacher_model.descriptor.neighbor_specs().values()), reverse=True)
+    compute_statistics(
+        teacher_model,
+        [model_input_from_atoms([atoms], teacher_model.elements, specs, teacher_model.dtype, 1)
+         for atoms in frames],
+    )  # fmt: skip
+    student_section = distill_config(workdir, arguments.name, arguments).student
+    student = student_section.build(teacher_model.elements)
+
+    def build(chunk, elements, block_specs):
+        return model_input_from_atoms(chunk, elements, block_specs, student.dtype, 1)
+
+    student_specs = sorted(set(student.descriptor.neighbor_specs().values()), reverse=True)
+    samples = batches_from_atoms(
+        frames, student_section.head, student.elements, student_specs, build
+    )
+    initialize_model(student, {student_section.head: samples})
+    if arguments.compress_step > 0:
+        student = student.compress(step=arguments.compress_step)
+    return teacher_model.eval(), student.eval()
+
+
+def speed(workdir: Path, arguments: argparse.Namespace) -> None:
+    """MD speed of teacher and student side by side (CPU time), without trained models."""
+    teacher_model, student = untrained_models(workdir, arguments)
+    start = _test_frames(workdir)[0]
+    load_start = _load()
+    best = speeds(
+        teacher_model, student, start, arguments.speed_steps, repeats=3, compile=arguments.compile
+    )
+    parameters = {
+        role: sum(p.numel() for p in model.parameters())
+        for role, model in (("teacher", teacher_model), ("student", student))
+    }
+    student_kind = (
+        f"compressed (step {arguments.compress_step})" if arguments.compress_step > 0 else "nets"
+    ) + (", torch.compile" if arguments.compile else "")
+    print(
+        f"MD speed (untrained, 1 thread, {len(start)} atoms, CPU time, best of 3; student "
+        f"{student_kind}): "
+        f"teacher {best['teacher']:.0f}, student {best['student']:.0f} atom-steps per CPU s; "
+        f"student/teacher = {best['student'] / best['teacher']:.1f}x "
+        f"(parameters {parameters['teacher']} / {parameters['student']}; "
+        f"load average {load_start:.2f} -> {_load():.2f})"
+    )
 
 
 def nvt(workdir: Path, name: str, role: str, picoseconds: float, record_every: int) -> None:
@@ -475,7 +554,7 @@ def report(workdir: Path, name: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    stages = ["prepare", "teacher", "distill", "evaluate", "nvt", "report"]
+    stages = ["prepare", "teacher", "distill", "evaluate", "nvt", "report", "speed"]
     parser.add_argument("stage", choices=stages)
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench_distill"))
     parser.add_argument("--minutes", type=float, default=60.0, help="wall budget of the stage")
@@ -488,6 +567,14 @@ def main() -> None:
     parser.add_argument("--initial-frames", type=int, default=160, help="teacher-labelled")
     parser.add_argument("--explore-steps", type=int, default=200, help="per MD run")
     parser.add_argument("--speed-steps", type=int, default=100)
+    parser.add_argument(
+        "--compress-step", type=float, default=0.05,
+        help="speed, evaluate: tabulate the student's embedding at this knot spacing (0: nets)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="speed, evaluate: run the compressed student through torch.compile",
+    )  # fmt: skip
     parser.add_argument("--role", choices=["student", "teacher"], default="student")
     parser.add_argument("--ps", type=float, default=10.0, help="NVT length (ps)")
     parser.add_argument("--record-every", type=int, default=50, help="NVT steps between frames")
@@ -502,9 +589,11 @@ def main() -> None:
     elif arguments.stage == "distill":
         distill(workdir, arguments.name, arguments.minutes, arguments)
     elif arguments.stage == "evaluate":
-        evaluate(workdir, arguments.name, arguments.speed_steps)
+        evaluate(workdir, arguments.name, arguments)
     elif arguments.stage == "nvt":
         nvt(workdir, arguments.name, arguments.role, arguments.ps, arguments.record_every)
+    elif arguments.stage == "speed":
+        speed(workdir, arguments)
     else:
         report(workdir, arguments.name)
 

@@ -19,6 +19,8 @@ from lamforge.nn.forces import evaluate
 from lamforge.nn.inputs import ModelInput, NeighborList, atom_types_from_numbers
 from lamforge.nn.loading import load_model
 from lamforge.nn.model import DPA2Model
+from lamforge.nn.se_e2_a import SeAModel
+from lamforge.nn.se_e2_a_inference import evaluate_tabulated, slot_width
 
 
 def _full_to_voigt(matrix: np.ndarray) -> np.ndarray:
@@ -39,6 +41,11 @@ class LAMCalculator(Calculator):
         skin: Verlet skin (Å): neighbour lists are searched at cutoff + skin and reused while no
             atom moved more than skin / 2 (same results as searching every step). 0 searches at
             every evaluation.
+        compile: For a compressed se_e2_a model (``SeAModel.compress``): run its evaluation
+            (``lamforge.nn.se_e2_a_inference``) through ``torch.compile``, which fuses its many
+            small element-wise steps (about 1.4x faster on one CPU thread). The first evaluation
+            of each structure size and slot width compiles (seconds; on CPU it needs a C++
+            compiler). Ignored for other models.
 
     Results: ``energy`` and ``free_energy`` (eV), ``energies`` (per atom, eV), ``forces`` (eV/Å)
     and, for fully periodic cells, ``stress`` (Voigt, eV/Å^3, ASE sign).
@@ -53,6 +60,7 @@ class LAMCalculator(Calculator):
         device: str | torch.device | None = None,
         num_threads: int = 0,
         skin: float = 0.0,
+        compile: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -67,25 +75,62 @@ class LAMCalculator(Calculator):
         # Every block the model reads; blocks with equal specs are built once.
         self.specs = sorted(set(self.model.descriptor.neighbor_specs().values()), reverse=True)
         self.neighbors = VerletNeighbors(self.specs, skin, num_threads)
+        # A compressed se_e2_a model has hand-written derivatives (no autograd graph per step).
+        self.tabulated = isinstance(model, SeAModel) and model.descriptor.block.table is not None
+        self._evaluate_tabulated = (
+            torch.compile(evaluate_tabulated, dynamic=False)
+            if compile and self.tabulated
+            else evaluate_tabulated
+        )
+        # Per-structure constants, rebuilt only when the atoms change (not at every MD step).
+        self._numbers: bytes | None = None
+        self._atom_types = self._frame_index = torch.zeros(0, dtype=torch.int64)
 
     def _inputs(self, atoms: Atoms) -> ModelInput:
         pbc = tuple(bool(p) for p in atoms.pbc)
         cell = atoms.cell.array if any(pbc) else None
         blocks = self.neighbors.blocks(atoms.positions, cell, pbc, atoms.numbers)
-        dtype = self.model.dtype
+        numbers = atoms.numbers.tobytes()
+        if numbers != self._numbers:
+            types = atom_types_from_numbers(atoms.numbers, self.model.elements)
+            self._atom_types = types.to(self.device)
+            self._frame_index = torch.zeros(len(atoms), dtype=torch.int64, device=self.device)
+            self._numbers = numbers
+        dtype, device = self.model.dtype, self.device
         return ModelInput(
-            positions=torch.as_tensor(atoms.positions, dtype=dtype),
-            atom_types=atom_types_from_numbers(atoms.numbers, self.model.elements),
-            cell=torch.as_tensor(np.zeros((3, 3)) if cell is None else cell, dtype=dtype)[None],
-            frame_index=torch.zeros(len(atoms), dtype=torch.int64),
+            positions=torch.as_tensor(atoms.positions, dtype=dtype, device=device),
+            atom_types=self._atom_types,
+            cell=torch.as_tensor(
+                np.zeros((3, 3)) if cell is None else cell, dtype=dtype, device=device
+            )[None],
+            frame_index=self._frame_index,
             neighbors=tuple(
                 NeighborList(
-                    cutoff=cutoff, max_neighbors=cap, index=torch.from_numpy(index),
-                    shifts=torch.from_numpy(shifts),
+                    cutoff=cutoff, max_neighbors=cap,
+                    index=torch.from_numpy(index).to(device),
+                    shifts=torch.from_numpy(shifts).to(device),
                 )
                 for (cutoff, cap), (index, shifts) in zip(self.specs, blocks, strict=True)
             ),
-        ).to(self.device)  # fmt: skip
+        )  # fmt: skip
+
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """What changed since the last calculation, among what the model reads.
+
+        The model reads positions, atomic numbers, cell and periodicity only. Comparing just those
+        (exactly) costs a few microseconds, where ASE's default comparison of every per-atom array
+        with a tolerance costs about as much as evaluating a compressed student.
+        """
+        previous = self.atoms
+        if previous is None or len(previous) != len(atoms):
+            return super().check_state(atoms, tol)
+        pairs = {
+            "positions": (previous.positions, atoms.positions),
+            "numbers": (previous.numbers, atoms.numbers),
+            "cell": (previous.cell.array, atoms.cell.array),
+            "pbc": (previous.pbc, atoms.pbc),
+        }
+        return [name for name, (old, new) in pairs.items() if not np.array_equal(old, new)]
 
     def calculate(
         self,
@@ -98,7 +143,14 @@ class LAMCalculator(Calculator):
         atoms = self.atoms
         inputs = self._inputs(atoms)
         periodic = bool(atoms.pbc.all())
-        output = evaluate(self.model, inputs, self.head, forces=True, virial=periodic)
+        if self.tabulated:
+            config = self.model.config
+            block = inputs.neighbor_list(config.cutoff, config.max_neighbors)
+            output = self._evaluate_tabulated(
+                self.model, inputs, self.head, virial=periodic, width=slot_width(block.index)
+            )
+        else:
+            output = evaluate(self.model, inputs, self.head, forces=True, virial=periodic)
         energy = float(output.energy[0].detach())
         self.results = {
             "energy": energy,
