@@ -416,15 +416,24 @@ def speed(workdir: Path, arguments: argparse.Namespace) -> None:
     )
 
 
-def nvt(workdir: Path, name: str, role: str, picoseconds: float, record_every: int) -> None:
-    """NVT at 300 K from the first data_3 frame; positions and temperature every record_every."""
+def nvt(workdir: Path, name: str, role: str, arguments: argparse.Namespace) -> None:
+    """NVT at 300 K from the first data_3 frame; positions and temperature every record_every.
+
+    The student runs as it would in production: compressed (``--compress-step``, 0 for its nets)
+    and, with ``--compile``, through ``torch.compile``.
+    """
+    picoseconds, record_every = arguments.ps, arguments.record_every
+    compile = False
     if role == "student":
         state = json.loads((workdir / name / "state.json").read_text())
         model = load_model(workdir / name / state["student"]).eval()
+        if arguments.compress_step > 0:
+            model = model.compress(step=arguments.compress_step)
+            compile = arguments.compile
     else:
         model = load_model(workdir / "teacher" / "model.pt").eval()
     start = _test_frames(workdir)[0]
-    atoms, dynamics = _dynamics(model, start, 300.0, 3)
+    atoms, dynamics = _dynamics(model, start, 300.0, 3, compile)
     steps = int(round(picoseconds * 1000 / TIMESTEP_FS))
     positions, temperatures = [], []
     wall, cpu = time.perf_counter(), time.process_time()
@@ -569,11 +578,11 @@ def main() -> None:
     parser.add_argument("--speed-steps", type=int, default=100)
     parser.add_argument(
         "--compress-step", type=float, default=0.05,
-        help="speed, evaluate: tabulate the student's embedding at this knot spacing (0: nets)",
+        help="speed, evaluate, nvt: tabulate the student's embedding, this knot spacing (0: nets)",
     )  # fmt: skip
     parser.add_argument(
         "--compile", action="store_true",
-        help="speed, evaluate: run the compressed student through torch.compile",
+        help="speed, evaluate, nvt: run the compressed student through torch.compile",
     )  # fmt: skip
     parser.add_argument("--role", choices=["student", "teacher"], default="student")
     parser.add_argument("--ps", type=float, default=10.0, help="NVT length (ps)")
@@ -591,7 +600,7 @@ def main() -> None:
     elif arguments.stage == "evaluate":
         evaluate(workdir, arguments.name, arguments)
     elif arguments.stage == "nvt":
-        nvt(workdir, arguments.name, arguments.role, arguments.ps, arguments.record_every)
+        nvt(workdir, arguments.name, arguments.role, arguments)
     elif arguments.stage == "speed":
         speed(workdir, arguments)
     else:
