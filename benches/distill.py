@@ -578,7 +578,7 @@ def main() -> None:
     parser.add_argument("--speed-steps", type=int, default=100)
     parser.add_argument(
         "--compress-step", type=float, default=0.05,
-        help="speed, evaluate, nvt: tabulate the student's embedding, this knot spacing (0: nets)",
+        help="speed, evaluate, nvt: knot spacing of the student's embedding table (0: nets)",
     )  # fmt: skip
     parser.add_argument(
         "--compile", action="store_true",
