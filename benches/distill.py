@@ -3,11 +3,11 @@
 Stages (each resumable, results in WORKDIR; run them in order):
 
     python benches/distill.py prepare  --workdir W     # import data_0..2 (train), data_3 (test)
-    python benches/distill.py teacher  --workdir W --teacher-steps 3000   # DPA-2 small teacher
+    python benches/distill.py teacher  --workdir W --minutes 120   # DPA-2 small, 16,000 steps
     python benches/distill.py distill  --workdir W     # lamforge distill loop (se_e2_a student)
-    python benches/distill.py evaluate --workdir W     # RMSE vs DFT on data_3, MD speed
-    python benches/distill.py nvt --workdir W --role student --ps 10   # NVT 300 K trajectory
-    python benches/distill.py nvt --workdir W --role teacher --ps 1
+    python benches/distill.py evaluate --workdir W --compile   # RMSE vs DFT on data_3, MD speed
+    python benches/distill.py nvt --workdir W --role student --ps 10 --compile   # NVT 300 K
+    python benches/distill.py nvt --workdir W --role teacher --ps 3
     python benches/distill.py report --workdir W       # stability numbers, O-O RDF (PNG), table
     python benches/distill.py speed --workdir W        # MD speed of untrained models (no training)
 
@@ -567,13 +567,13 @@ def main() -> None:
     parser.add_argument("stage", choices=stages)
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench_distill"))
     parser.add_argument("--minutes", type=float, default=60.0, help="wall budget of the stage")
-    parser.add_argument("--teacher-steps", type=int, default=3000)
+    parser.add_argument("--teacher-steps", type=int, default=16000)
     parser.add_argument("--name", default="distill", help="distillation run (folder, prefix)")
     parser.add_argument("--student-cutoff", type=float, default=6.0)
     parser.add_argument("--student-neighbors", type=int, default=112)
-    parser.add_argument("--student-steps", type=int, default=1500, help="per loop iteration")
-    parser.add_argument("--max-iterations", type=int, default=3)
-    parser.add_argument("--initial-frames", type=int, default=160, help="teacher-labelled")
+    parser.add_argument("--student-steps", type=int, default=3000, help="per loop iteration")
+    parser.add_argument("--max-iterations", type=int, default=6)
+    parser.add_argument("--initial-frames", type=int, default=320, help="teacher-labelled")
     parser.add_argument("--explore-steps", type=int, default=200, help="per MD run")
     parser.add_argument("--speed-steps", type=int, default=100)
     parser.add_argument(
