@@ -21,14 +21,11 @@ from lamforge.nn.config import (
     RepformerConfig,
     RepinitConfig,
 )
-from lamforge.nn.model import DPA2Model
+from lamforge.nn.model import DPA2Model, EnergyModel
 from lamforge.nn.se_e2_a import SeAConfig, SeAModel, compute_se_a_statistics, save_se_a
 from lamforge.nn.statistics import compute_statistics, fit_energy_bias
 from lamforge.train.initialize import energy_samples
 from lamforge.train.stream import TrainingBatch
-
-#: Any model lamforge can train, evaluate and run MD with.
-EnergyModel = DPA2Model | SeAModel
 
 
 def dpa2_student_config(

@@ -18,36 +18,18 @@ from lamforge.nn.inputs import ModelInput, edge_vectors
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
-class DPA2Model(nn.Module):
-    """DPA-2 descriptor plus energy heads.
+class EnergyModel(nn.Module):
+    """The energy path shared by every lamforge model: a descriptor plus named energy heads.
 
-    Attributes:
-        config: the :class:`ModelConfig` it was built from.
-        descriptor: :class:`DPA2Descriptor`.
-        heads: ``nn.ModuleDict`` of :class:`EnergyHead` by name.
+    A subclass sets ``config`` (with ``elements``), ``dtype``, ``descriptor`` (a module with
+    ``neighbor_specs()`` and ``forward(geometries, atom_types)``) and ``heads`` (an
+    ``nn.ModuleDict`` of :class:`EnergyHead`); :func:`lamforge.nn.evaluate`, the trainer, bias
+    fitting and the calculators work on any such model.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.dtype = DTYPES[config.precision]
-        generator = torch.Generator().manual_seed(config.seed)
-        num_elements = len(config.elements)
-        self.descriptor = DPA2Descriptor(
-            config.descriptor, num_elements=num_elements, dtype=self.dtype, generator=generator
-        )
-        self.heads = nn.ModuleDict(
-            {
-                name: EnergyHead(
-                    head,
-                    num_in=self.descriptor.num_out,
-                    num_elements=num_elements,
-                    dtype=self.dtype,
-                    generator=generator,
-                )
-                for name, head in config.heads.items()
-            }
-        )
+    dtype: torch.dtype
+    descriptor: nn.Module
+    heads: nn.ModuleDict
 
     @property
     def elements(self) -> tuple[str, ...]:
@@ -126,6 +108,38 @@ class DPA2Model(nn.Module):
     def energy(self, inputs: ModelInput, head: str | None = None) -> torch.Tensor:
         """[num_frames] float64 frame energies (sum of atomic energies, reduced in float64)."""
         return frame_sum(self.atomic_energies(inputs, head), inputs.frame_index, inputs.num_frames)
+
+
+class DPA2Model(EnergyModel):
+    """DPA-2 descriptor plus energy heads.
+
+    Attributes:
+        config: the :class:`ModelConfig` it was built from.
+        descriptor: :class:`DPA2Descriptor`.
+        heads: ``nn.ModuleDict`` of :class:`EnergyHead` by name.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.dtype = DTYPES[config.precision]
+        generator = torch.Generator().manual_seed(config.seed)
+        num_elements = len(config.elements)
+        self.descriptor = DPA2Descriptor(
+            config.descriptor, num_elements=num_elements, dtype=self.dtype, generator=generator
+        )
+        self.heads = nn.ModuleDict(
+            {
+                name: EnergyHead(
+                    head,
+                    num_in=self.descriptor.num_out,
+                    num_elements=num_elements,
+                    dtype=self.dtype,
+                    generator=generator,
+                )
+                for name, head in config.heads.items()
+            }
+        )
 
 
 def empty_slot_types(

@@ -18,11 +18,9 @@ block an empty slot carries the type of its frame's first atom, so only a zero r
 keeps the energy smooth when a neighbour leaves the cutoff (a non-zero mean would give the empty
 slot a row fed through the wrong element's net).
 
-:class:`SeAModel` exposes the interface the rest of lamforge reads from ``DPA2Model``
-(``config``, ``elements``, ``dtype``, ``heads``, ``head()``, ``descriptor.neighbor_specs()``,
-``descriptor.statistics_blocks()``, ``geometries()``, ``atomic_energies_from_geometry()``,
-``atomic_energies()``, ``energy()``), so forces, training, bias fitting and the ASE calculator
-work on it unchanged.
+:class:`SeAModel` is an :class:`~lamforge.nn.model.EnergyModel` like ``DPA2Model`` (its
+descriptor has ``neighbor_specs()`` and ``statistics_blocks()``), so forces, training, bias
+fitting and the ASE calculator work on it unchanged.
 """
 
 from __future__ import annotations
@@ -43,7 +41,7 @@ from lamforge.nn.fitting import EnergyHead
 from lamforge.nn.geometry import BlockGeometry
 from lamforge.nn.inputs import ModelInput
 from lamforge.nn.layers import EmbeddingNet, TypeEmbedding
-from lamforge.nn.model import DTYPES, DPA2Model
+from lamforge.nn.model import DTYPES, EnergyModel
 from lamforge.nn.repinit import _StatisticsBlock
 from lamforge.nn.statistics import environment_statistics
 from lamforge.nn.tabulate import EmbeddingTable, TableConfig
@@ -279,24 +277,14 @@ class SeADescriptor(nn.Module):
         )
 
 
-class SeAModel(nn.Module):
-    """se_e2_a descriptor plus named energy heads (the ``DPA2Model`` interface).
+class SeAModel(EnergyModel):
+    """se_e2_a descriptor plus named energy heads (the energy path of :class:`EnergyModel`).
 
     Attributes:
         config: the :class:`SeAConfig`.
         descriptor: :class:`SeADescriptor`.
         heads: ``nn.ModuleDict`` of :class:`EnergyHead`.
     """
-
-    # The energy path of DPA2Model reads only ``descriptor`` (neighbor_specs, forward), ``heads``,
-    # ``dtype`` and ``config.elements``; it is shared here rather than copied.
-    elements = DPA2Model.elements
-    head = DPA2Model.head
-    geometries = DPA2Model.geometries
-    atomic_energies_from_geometry = DPA2Model.atomic_energies_from_geometry
-    vacuum_descriptor = DPA2Model.vacuum_descriptor
-    atomic_energies = DPA2Model.atomic_energies
-    energy = DPA2Model.energy
 
     def __init__(self, config: SeAConfig) -> None:
         super().__init__()
