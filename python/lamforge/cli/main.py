@@ -10,9 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lamforge.cli import data, datasets, distill, export, quickstart, train, version
+from lamforge.cli import compress, data, datasets, distill, export, quickstart, train, version
 
-_COMMANDS = (version, quickstart, data, datasets, train, distill, export)
+_COMMANDS = (version, quickstart, data, datasets, train, distill, export, compress)
 
 
 def build_parser() -> argparse.ArgumentParser:
