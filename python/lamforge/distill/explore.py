@@ -43,6 +43,9 @@ class ExplorationConfig:
         ensemble_size: Students trained per round (different seeds, each warm-started from its
             own last weights); with more than one, every explored frame also gets the ensemble
             spread (reported; selection uses the exact deviation from the teacher).
+        compressed: Drive the MD of an se_e2_a student with its tabulated form
+            (``SeAModel.compress``: the same forces to float rounding, about 2x faster); the
+            deviations are still computed with the nets.
     """
 
     temperatures: tuple[float, ...] = (300.0,)
@@ -54,6 +57,7 @@ class ExplorationConfig:
     pressure_bar: float = 1.0
     max_starts: int = 4
     ensemble_size: int = 1
+    compressed: bool = True
 
     def __post_init__(self) -> None:
         if not self.temperatures or min(self.temperatures) <= 0:

@@ -31,7 +31,12 @@ from ase import Atoms
 
 from lamforge.data.store import Store
 from lamforge.distill.config import DistillConfig
-from lamforge.distill.explore import ensemble_spread, explore, force_deviation
+from lamforge.distill.explore import (
+    ExplorationConfig,
+    ensemble_spread,
+    explore,
+    force_deviation,
+)
 from lamforge.distill.select import Selection, frame_features, select_frames
 from lamforge.distill.state import LoopState, ReportRow, write_report
 from lamforge.distill.students import EnergyModel, initialize_model, save_model
@@ -44,6 +49,7 @@ from lamforge.distill.teacher import (
 from lamforge.distill.trainer import DistillTrainer
 from lamforge.nn.atoms import model_input_from_atoms
 from lamforge.nn.loading import load_model
+from lamforge.nn.se_e2_a import SeAModel
 from lamforge.train.frames import batches_from_atoms
 from lamforge.train.stream import InMemoryStream, TrainingBatch
 from lamforge.train.trainer import evaluate_errors
@@ -262,7 +268,7 @@ class Distillation:
             members.append(extra.eval())
 
         explored = explore(
-            student,
+            _md_driver(student, self.config.exploration),
             self._starts(iteration),
             self.config.exploration,
             head=self.head,
@@ -361,3 +367,10 @@ def _milli(value: float | None) -> float | None:
 def run_distillation(config: DistillConfig, progress: bool = False) -> LoopState:
     """Runs or continues the distillation of ``config``; returns the final state."""
     return Distillation(config, progress).run()
+
+
+def _md_driver(student: EnergyModel, config: ExplorationConfig) -> EnergyModel:
+    """The model that runs the exploration MD: the tabulated form of an se_e2_a student."""
+    if config.compressed and isinstance(student, SeAModel) and student.config.table is None:
+        return student.compress().eval()
+    return student

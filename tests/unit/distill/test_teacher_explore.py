@@ -183,3 +183,22 @@ def test_a_run_that_blows_up_keeps_its_earlier_frames(monkeypatch):
     config = ExplorationConfig(temperatures=(300.0, 500.0), steps=9, sample_every=3)
     recorded = explore(small_student(), [start], config)
     assert len(recorded) == 2  # one frame per temperature, then each run stopped
+
+
+def test_exploration_md_runs_the_tabulated_student_with_the_same_forces():
+    from lamforge.distill.explore import ExplorationConfig
+    from lamforge.distill.loop import _md_driver
+    from lamforge.nn.se_e2_a import SeAModel
+
+    student = small_student().double().eval()
+    assert isinstance(student, SeAModel)
+    driver = _md_driver(student, ExplorationConfig())
+    assert driver.config.table is not None and student.config.table is None
+    assert _md_driver(student, ExplorationConfig(compressed=False)) is student
+    teacher_like = DPA2Model(tiny_dpa2_config(["Cu", "Au"]))
+    assert _md_driver(teacher_like, ExplorationConfig()) is teacher_like
+    atoms = frames(1)[0]
+    specs = sorted(set(student.descriptor.neighbor_specs().values()), reverse=True)
+    inputs = model_input_from_atoms([atoms], student.elements, specs)
+    nets, table = (evaluate(model, inputs) for model in (student, driver))
+    torch.testing.assert_close(table.forces, nets.forces, rtol=0, atol=1e-8)
