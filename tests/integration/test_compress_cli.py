@@ -7,28 +7,15 @@ from ase.build import molecule
 from lamforge.calculators import LAMCalculator
 from lamforge.cli.main import main
 from lamforge.nn.checkpoint import save_checkpoint
-from lamforge.nn.config import FittingConfig
 from lamforge.nn.loading import load_model
 from lamforge.nn.model import DPA2Model
-from lamforge.nn.se_e2_a import SeAConfig, SeAModel, save_se_a
-from lamforge.testing.tiny_models import tiny_dpa2_config
+from lamforge.nn.se_e2_a import SeAModel, save_se_a
+from lamforge.testing.tiny_models import tiny_dpa2_config, tiny_se_a_config
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    model = SeAModel(
-        SeAConfig(
-            elements=("H", "C", "O"),
-            cutoff=4.0,
-            cutoff_smooth=1.0,
-            max_neighbors=24,
-            neurons=(4, 8),
-            axis_neurons=4,
-            type_embedding_dim=2,
-            heads={"default": FittingConfig(neurons=(8,))},
-            seed=3,
-        )
-    )
+    model = SeAModel(tiny_se_a_config(("H", "C", "O"), max_neighbors=24, seed=3))
     path = tmp_path_factory.mktemp("compress-cli") / "student.pt"
     save_se_a(model, path)
     return model, path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from lamforge.nn.config import (
@@ -11,6 +12,7 @@ from lamforge.nn.config import (
     RepformerConfig,
     RepinitConfig,
 )
+from lamforge.nn.se_e2_a import SeAConfig
 
 #: Neighbour blocks of :func:`tiny_dpa2_config`: (cutoff, max_neighbors) of repinit and repformer.
 TINY_SPECS: tuple[tuple[float, int], ...] = ((4.0, 40), (3.0, 20))
@@ -36,3 +38,21 @@ def tiny_dpa2_config(
         heads={name: FittingConfig(neurons=(8, 8)) for name in heads},
         seed=seed,
     )  # fmt: skip
+
+
+def tiny_se_a_config(
+    elements: Sequence[str], heads: Sequence[str] = ("default",), seed: int = 1, **changes
+) -> SeAConfig:
+    """A tiny se_e2_a (4 Å, 40 slots, embedding (4, 8), fitting (8,)); ``changes`` override."""
+    config = SeAConfig(
+        elements=tuple(elements),
+        cutoff=4.0,
+        cutoff_smooth=1.0,
+        max_neighbors=40,
+        neurons=(4, 8),
+        axis_neurons=4,
+        type_embedding_dim=2,
+        heads={name: FittingConfig(neurons=(8,)) for name in heads},
+        seed=seed,
+    )
+    return dataclasses.replace(config, **changes)

@@ -16,27 +16,15 @@ from lamforge.distill.loss import (
     random_directions,
 )
 from lamforge.nn.atoms import model_input_from_atoms
-from lamforge.nn.config import FittingConfig
 from lamforge.nn.forces import evaluate
-from lamforge.nn.se_e2_a import SeAConfig, SeAModel
+from lamforge.nn.se_e2_a import SeAModel
+from lamforge.testing.tiny_models import tiny_se_a_config
 
 SPECS = [(4.0, 40)]
 
 
 def student(seed: int = 1) -> SeAModel:
-    return SeAModel(
-        SeAConfig(
-            elements=("Cu", "Au"),
-            cutoff=4.0,
-            cutoff_smooth=1.0,
-            max_neighbors=40,
-            neurons=(4, 8),
-            axis_neurons=4,
-            type_embedding_dim=2,
-            heads={"default": FittingConfig(neurons=(8,))},
-            seed=seed,
-        )
-    )
+    return SeAModel(tiny_se_a_config(("Cu", "Au"), seed=seed))
 
 
 def frame():
