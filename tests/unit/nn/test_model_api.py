@@ -292,28 +292,42 @@ def test_frame_range_equals_the_frames_built_alone():
         inputs.frames(2, 4)
 
 
+def _force_loss_run(model, inputs, **options):
+    """Outputs of ``evaluate`` and the weight gradients of a force loss, by parameter name."""
+    model.zero_grad(set_to_none=True)
+    out = evaluate(model, inputs, create_graph=True, **options)
+    (out.energy.square().sum() + out.forces.square().sum()).backward()
+    gradients = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out, gradients
+
+
+def _assert_same_run(run, reference):
+    """Energy, forces, virial and every weight gradient of two :func:`_force_loss_run` agree."""
+    (out, gradients), (expected, expected_gradients) = run, reference
+    assert torch.allclose(out.energy, expected.energy, rtol=1e-13, atol=0)
+    assert torch.allclose(out.forces, expected.forces, rtol=0, atol=1e-11)
+    assert torch.allclose(out.virial, expected.virial, rtol=0, atol=1e-11)
+    assert gradients.keys() == expected_gradients.keys()
+    for name, value in expected_gradients.items():
+        assert torch.allclose(gradients[name], value, rtol=1e-10, atol=1e-12), name
+
+
 def test_chunked_evaluation_equals_the_whole_batch():
     # Chunks of at most 15 atoms: (8 + 6 atoms), (9), (8); and one frame per chunk. The gradient
     # of a force loss with respect to the weights (training) must agree as well.
     model = build_model("new")
     batch = [periodic_frame(), slab_frame(), molecule_frame(), periodic_frame(seed=5)]
     inputs = model_input(batch, ELEMENTS, [(4.0, 40), (3.0, 20)])
-    results = []
-    for chunk in (None, 15, 1):
-        model.zero_grad(set_to_none=True)
-        out = evaluate(
-            model, inputs, atomic_virial=True, create_graph=True, max_atoms_per_chunk=chunk
-        )
-        (out.energy.square().sum() + out.forces.square().sum()).backward()
-        gradients = [p.grad.clone() for p in model.parameters() if p.grad is not None]
-        results.append((out, gradients))
-    (whole, whole_gradients), *chunked = results
-    for out, gradients in chunked:
-        assert torch.allclose(out.energy, whole.energy, rtol=1e-13, atol=0)
-        for name in ("atomic_energies", "forces", "virial", "atomic_virial"):
-            assert torch.allclose(getattr(out, name), getattr(whole, name), rtol=0, atol=1e-11)
-        for gradient, reference in zip(gradients, whole_gradients, strict=True):
-            assert torch.allclose(gradient, reference, rtol=1e-10, atol=1e-12)
+    whole, *chunked = (
+        _force_loss_run(model, inputs, atomic_virial=True, max_atoms_per_chunk=chunk)
+        for chunk in (None, 15, 1)
+    )
+    for run in chunked:
+        _assert_same_run(run, whole)
+        for name in ("atomic_energies", "atomic_virial"):
+            assert torch.allclose(
+                getattr(run[0], name), getattr(whole[0], name), rtol=0, atol=1e-11
+            )
     with pytest.raises(ValueError, match="max_atoms_per_chunk must be a positive"):
         evaluate(model, inputs, max_atoms_per_chunk=0)
 
@@ -348,18 +362,10 @@ def test_three_body_pair_list_equals_every_slot_pair(monkeypatch):
     for pair_list in (True, False):
         monkeypatch.setattr(repinit, "THREE_BODY_PAIR_LIST", pair_list)
         assert model.descriptor.three_body._pair_list_applies() is pair_list
-        model.zero_grad(set_to_none=True)
-        out = evaluate(model, inputs, create_graph=True)
-        (out.energy.square().sum() + out.forces.square().sum()).backward()
-        gradients = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        results.append((out, gradients))
-    (pairs, pair_gradients), (dense, dense_gradients) = results
-    assert torch.allclose(pairs.energy, dense.energy, rtol=1e-13, atol=0)
-    assert torch.allclose(pairs.forces, dense.forces, rtol=0, atol=1e-11)
-    assert torch.allclose(pairs.virial, dense.virial, rtol=0, atol=1e-11)
-    assert any(name.startswith("descriptor.three_body.") for name in dense_gradients)
-    for name, reference in dense_gradients.items():
-        assert torch.allclose(pair_gradients[name], reference, rtol=1e-10, atol=1e-12), name
+        results.append(_force_loss_run(model, inputs))
+    pairs, dense = results
+    assert any(name.startswith("descriptor.three_body.") for name in dense[1])
+    _assert_same_run(pairs, dense)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -410,17 +416,8 @@ def _assert_centre_groups_are_exact(model, module, prefix, monkeypatch):
     results = []
     for groups in (4, 1):
         monkeypatch.setattr(module, f"{prefix}_GROUPS", groups)
-        model.zero_grad(set_to_none=True)
-        out = evaluate(model, inputs, create_graph=True)
-        (out.energy.square().sum() + out.forces.square().sum()).backward()
-        gradients = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        results.append((out, gradients))
-    (grouped, grouped_gradients), (whole, whole_gradients) = results
-    assert torch.allclose(grouped.energy, whole.energy, rtol=1e-13, atol=0)
-    assert torch.allclose(grouped.forces, whole.forces, rtol=0, atol=1e-11)
-    assert torch.allclose(grouped.virial, whole.virial, rtol=0, atol=1e-11)
-    for name, reference in whole_gradients.items():
-        assert torch.allclose(grouped_gradients[name], reference, rtol=1e-10, atol=1e-12), name
+        results.append(_force_loss_run(model, inputs))
+    _assert_same_run(*results)
 
 
 def test_evaluate_hands_out_plain_tensors_unless_asked_for_a_graph():
