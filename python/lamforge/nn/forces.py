@@ -30,6 +30,7 @@ import torch
 from lamforge.nn.geometry import BlockGeometry
 from lamforge.nn.inputs import ModelInput
 from lamforge.nn.model import DPA2Model, frame_sum
+from lamforge.nn.three_body_kernel import input_gradients_only
 
 # Chunk size of :func:`evaluate`: large enough that per-operation overheads stay small, small
 # enough that a batch of many frames needs no more work memory than one mid-sized frame.
@@ -150,9 +151,11 @@ def _evaluate_batch(
         if not need_gradient:
             return ModelOutput(energy=energy, atomic_energies=atomic_energies)
         vectors = [geometry.vectors for geometry, _ in distinct]
-        gradients = torch.autograd.grad(
-            energy.sum(), vectors, create_graph=create_graph, allow_unused=True
-        )
+        # Only the edge vectors' gradients: the fused three-body net may skip its parameters'.
+        with input_gradients_only():
+            gradients = torch.autograd.grad(
+                energy.sum(), vectors, create_graph=create_graph, allow_unused=True
+            )
     if not create_graph:
         # The grad call above freed the graph: hand out plain tensors, not dead graph ends.
         energy, atomic_energies = energy.detach(), atomic_energies.detach()

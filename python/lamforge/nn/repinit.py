@@ -21,6 +21,7 @@ from lamforge.nn.config import RepinitConfig
 from lamforge.nn.env_mat import environment_matrix
 from lamforge.nn.geometry import BlockGeometry
 from lamforge.nn.layers import EmbeddingNet
+from lamforge.nn.three_body_kernel import fused_applies, three_body_sum
 
 # Groups of centres (by neighbour count) in the three-body branch, each of at least this many
 # centres (smaller groups cost more in per-operation overhead than the slots they save).
@@ -378,13 +379,24 @@ class ThreeBodyBlock(_StatisticsBlock):
         type_part = first_part.unsqueeze(1) + second_part.unsqueeze(0)
         if layers[0].bias is not None:
             type_part = type_part + layers[0].bias
+        cap = float(self.max_neighbors)
+        if fused_applies(layers, env.device):
+            # The whole net per pair in the Rust core (forward and both derivative orders).
+            return three_body_sum(
+                cosine,
+                multiplicity * (1.0 / cap / cap),
+                pair_type,
+                centre,
+                num_atoms,
+                type_part.reshape(rows * rows, -1),
+                layers,
+            )
         type_part = type_part.reshape(rows * rows, -1).index_select(0, pair_type)
         pre = torch.addcmul(type_part, cosine.unsqueeze(-1), weight[0])
         x = layers[0].finish(pre, None)
         for layer in layers[1:-1]:
             x = layer(x)
         summed = layers[-1].segment_sum(multiplicity * cosine, x, centre, num_atoms)
-        cap = float(self.max_neighbors)
         return summed * (1.0 / cap / cap)
 
     def _descriptor(

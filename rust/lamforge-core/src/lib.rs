@@ -11,6 +11,7 @@ pub mod memory;
 pub mod neighbors;
 pub mod parallel;
 pub mod store;
+pub mod three_body;
 
 pub use error::{CoreError, Result};
 

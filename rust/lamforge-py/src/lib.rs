@@ -6,6 +6,7 @@
 mod error;
 mod loader;
 mod neighbors;
+mod three_body;
 
 use numpy::PyReadonlyArray2;
 use pyo3::exceptions::PyValueError;
@@ -43,5 +44,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     neighbors::register(module)?;
     module.add("StoreError", module.py().get_type::<error::StoreError>())?;
     loader::register(module)?;
+    three_body::register(module)?;
     Ok(())
 }

@@ -1,0 +1,308 @@
+"""The three-body embedding net on CPU, fused per neighbour pair in the Rust core.
+
+The repinit three-body branch (:class:`lamforge.nn.repinit.ThreeBodyBlock`) sums a small tanh net
+(deepmd-kit ``three_body_neuron``, 2 -> 4 -> 8 in the shipped presets) over every neighbour pair of
+every centre, ~100,000 pairs for 192 water molecules' atoms. As PyTorch operations each
+derivative order is a dozen passes over ``[pairs, width]`` tensors, most of the branch's time.
+``lamforge._core.three_body_*`` evaluate the whole net per pair in registers instead:
+
+    out[segment] = Σ_rows weight · c · net(c, row_type)
+    net: z_0 = table[row_type] + c · first_weight, y_0 = tanh(z_0),
+         y_l = timestep_l ⊙ tanh(y_{l-1} W_l + b_l) + skip_l(y_{l-1})
+
+with the forces' derivative (``backward``) and its derivative (``double_backward``, for training
+on forces) written out, so autograd sees three nodes instead of hundreds. ``THREE_BODY_FUSED``
+switches it off (the tests compare both paths).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from lamforge.nn.layers import DenseLayer
+
+# Use the fused Rust path where it applies (CPU, tanh nets); False forces the PyTorch ops.
+THREE_BODY_FUSED = True
+
+_SKIP_CODES = {"none": 0, "identity": 1, "double": 2}
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def input_gradients_only() -> Iterator[None]:
+    """Backward passes run inside compute no parameter gradients of the fused net.
+
+    A custom autograd function cannot tell which of its inputs' gradients the running backward
+    wants, so it computes every one that requires grad. ``torch.autograd.grad(energy,
+    positions)`` (the forces, :func:`lamforge.nn.evaluate`) wants none of the parameters'; run
+    inside this context the kernel skips their reverse sweep (a third of its first-order cost).
+    CPU backward passes run on the calling thread, which this flag belongs to. Only wrap
+    ``autograd.grad`` calls whose ``inputs`` are not parameters.
+    """
+    previous = getattr(_state, "inputs_only", False)
+    _state.inputs_only = True
+    try:
+        yield
+    finally:
+        _state.inputs_only = previous
+
+
+def _core():
+    from lamforge import _core
+
+    return _core
+
+
+def fused_applies(layers: Sequence[DenseLayer], device: torch.device) -> bool:
+    """Whether :func:`three_body_sum` can run these layers (first layer without skip)."""
+    return (
+        THREE_BODY_FUSED
+        and device.type == "cpu"
+        and not torch.compiler.is_compiling()
+        and all(layer.activation_name == "tanh" for layer in layers)
+        and not layers[0].has_skip
+        and layers[0].timestep is None
+        and hasattr(_core(), "three_body_forward")
+    )
+
+
+def _skip_code(layer: DenseLayer) -> int:
+    if not layer.has_skip:
+        return _SKIP_CODES["none"]
+    return _SKIP_CODES["identity" if layer.num_out == layer.num_in else "double"]
+
+
+def _array(tensor: torch.Tensor):
+    return tensor.detach().contiguous().numpy()
+
+
+class _Net:
+    """The net's parameters as the Rust kernels take them (NumPy views of the tensors)."""
+
+    def __init__(self, table, first_weight, params: Sequence, skips: Sequence[int]) -> None:
+        self.table, self.first_weight = table, first_weight
+        self.params = list(params)  # per layer: weight, bias or None, timestep or None
+        self.skips = list(skips)
+
+    def arrays(self):
+        weights, biases, timesteps = [], [], []
+        for start in range(0, len(self.params), 3):
+            weight, bias, timestep = self.params[start : start + 3]
+            weights.append(_array(weight))
+            biases.append(_array(bias if bias is not None else weight.new_zeros(weight.shape[1])))
+            timesteps.append(None if timestep is None else _array(timestep))
+        return (
+            _array(self.table),
+            _array(self.first_weight),
+            weights,
+            biases,
+            timesteps,
+            self.skips,
+        )
+
+    def param_grads(self, grads, needs: Sequence[bool]) -> list[torch.Tensor | None]:
+        """Kernel gradients (table, first weight, per layer) as tensors; None where unneeded."""
+        table, first_weight, weights, biases, timesteps = grads
+        flat = [table, first_weight]
+        for index in range(len(weights)):
+            flat += [weights[index], biases[index], timesteps[index]]
+        out = []
+        tensors = [self.table, self.first_weight, *self.params]
+        for value, tensor, need in zip(flat, tensors, needs, strict=True):
+            out.append(torch.from_numpy(value) if need and tensor is not None else None)
+        return out
+
+
+def _rows(cosine, weight, row_type, segment, num_segments: int):
+    return (_array(cosine), _array(weight), _array(row_type), _array(segment), num_segments)
+
+
+class _ThreeBodySum(torch.autograd.Function):
+    """forward: the segment sums; backward: :class:`_ThreeBodyBackward` (differentiable)."""
+
+    @staticmethod
+    def forward(
+        ctx, cosine, weight, row_type, segment, num_segments, skips, table, first_weight, *params
+    ):  # noqa: D102
+        net = _Net(table, first_weight, params, skips)
+        rows = _rows(cosine, weight, row_type, segment, num_segments)
+        # The tanh outputs of every layer are kept for the derivatives (14 numbers per row for
+        # a 2-4-8 net): they then cost no tanh at all.
+        save = any(ctx.needs_input_grad)
+        out, saved = _core().three_body_forward(net.arrays(), rows, save, torch.get_num_threads())
+        if save:
+            ctx.save_for_backward(
+                cosine,
+                weight,
+                row_type,
+                segment,
+                torch.from_numpy(saved),
+                table,
+                first_weight,
+                *[p if p is not None else torch.empty(0) for p in params],
+            )
+            ctx.present = [p is not None for p in params]
+            ctx.num_segments, ctx.skips = num_segments, skips
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: D102
+        cosine, weight, row_type, segment, saved, table, first_weight, *rest = ctx.saved_tensors
+        params = [p if present else None for p, present in zip(rest, ctx.present, strict=True)]
+        needs = ctx.needs_input_grad
+        if getattr(_state, "inputs_only", False):
+            needs = tuple(False for _ in needs)
+        grads = _ThreeBodyBackward.apply(
+            grad_out,
+            cosine,
+            weight,
+            row_type,
+            segment,
+            saved,
+            ctx.num_segments,
+            ctx.skips,
+            needs[6:],
+            table,
+            first_weight,
+            *params,
+        )
+        return grads[0], None, None, None, None, None, *grads[1:]
+
+
+class _ThreeBodyBackward(torch.autograd.Function):
+    """(grad_cosine, parameter gradients) of the sum; its own backward is the force path's."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        grad_out,
+        cosine,
+        weight,
+        row_type,
+        segment,
+        saved,
+        num_segments,
+        skips,
+        needs,
+        table,
+        first_weight,
+        *params,
+    ):  # noqa: D102
+        ctx.set_materialize_grads(False)
+        net = _Net(table, first_weight, params, skips)
+        rows = _rows(cosine, weight, row_type, segment, num_segments)
+        with_params = any(needs)
+        grad_cosine, grads = _core().three_body_backward(
+            net.arrays(),
+            rows,
+            _array(saved),
+            _array(grad_out),
+            with_params,
+            torch.get_num_threads(),
+        )
+        ctx.save_for_backward(
+            grad_out,
+            cosine,
+            weight,
+            row_type,
+            segment,
+            saved,
+            table,
+            first_weight,
+            *[p if p is not None else torch.empty(0) for p in params],
+        )
+        ctx.present = [p is not None for p in params]
+        ctx.num_segments, ctx.skips = num_segments, skips
+        param_grads = net.param_grads(grads, needs) if with_params else [None] * len(needs)
+        return (torch.from_numpy(grad_cosine), *param_grads)
+
+    @staticmethod
+    def backward(ctx, grad_grad_cosine, *grad_param_grads):  # noqa: D102
+        if any(g is not None for g in grad_param_grads):
+            raise NotImplementedError(
+                "the fused three-body net's parameter gradients are not differentiable "
+                "(set lamforge.nn.three_body_kernel.THREE_BODY_FUSED = False for higher orders)"
+            )
+        grad_out, cosine, weight, row_type, segment, saved, table, first_weight, *rest = (
+            ctx.saved_tensors
+        )
+        params = [p if present else None for p, present in zip(rest, ctx.present, strict=True)]
+        num_inputs = 11 + len(params)
+        if grad_grad_cosine is None:
+            return (None,) * num_inputs
+        net = _Net(table, first_weight, params, ctx.skips)
+        rows = _rows(cosine, weight, row_type, segment, ctx.num_segments)
+        grad_grad_out, grad_cosine, grads = _core().three_body_double_backward(
+            net.arrays(),
+            rows,
+            _array(saved),
+            _array(grad_out),
+            _array(grad_grad_cosine),
+            torch.get_num_threads(),
+        )
+        needs = ctx.needs_input_grad
+        param_grads = net.param_grads(grads, needs[9:])
+        return (
+            torch.from_numpy(grad_grad_out) if needs[0] else None,
+            torch.from_numpy(grad_cosine) if needs[1] else None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            *param_grads,
+        )
+
+
+def three_body_sum(
+    cosine: torch.Tensor,
+    weight: torch.Tensor,
+    row_type: torch.Tensor,
+    segment: torch.Tensor,
+    num_segments: int,
+    table: torch.Tensor,
+    layers: Sequence[DenseLayer],
+) -> torch.Tensor:
+    """``out[s] = Σ_{rows r in segment s} weight_r · c_r · net(c_r, row_type_r)``, fused.
+
+    Args:
+        cosine: [rows] the net's scalar input c (differentiable).
+        weight: [rows] constant factors (no gradient).
+        row_type: [rows] int64 row of ``table``.
+        segment: [rows] int64 output row.
+        num_segments: number of output rows.
+        table: [row_types, width_0] the first layer's pre-activation without the cosine's term
+            (bias included; differentiable).
+        layers: the net's :class:`DenseLayer` s; the cosine's weight is ``layers[0].weight[0]``
+            (its other rows are folded into ``table``), the others run as they are.
+
+    Returns:
+        [num_segments, layers[-1].num_out].
+    """
+    if weight.requires_grad:
+        raise ValueError("three_body_sum: the row weights must be constants")
+    dtype = cosine.dtype
+    params = []
+    for layer in layers[1:]:
+        params += [layer.weight, layer.bias, layer.timestep]
+    if any(p is not None and p.dtype != dtype for p in [table, *params]):
+        raise TypeError(f"three_body_sum: parameters must be {dtype}")
+    skips = tuple(_skip_code(layer) for layer in layers[1:])
+    return _ThreeBodySum.apply(
+        cosine,
+        weight.to(dtype),
+        row_type,
+        segment,
+        num_segments,
+        skips,
+        table,
+        layers[0].weight[0],
+        *params,
+    )
