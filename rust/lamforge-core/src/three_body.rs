@@ -21,8 +21,8 @@
 //!
 //! Rows run in blocks of [`BLOCK`], each quantity of a neuron held as one array over the block's
 //! rows (structure of arrays), so that the arithmetic, including an inlined exponential for tanh,
-//! vectorises across rows; on x86-64 CPUs with AVX2 the block loops run as a copy compiled for it
-//! (same bits: no FMA). Blocks are split into chunks that run in parallel on the current
+//! vectorises across rows; on x86-64 CPUs with AVX-512 or AVX2 the block loops run as a copy
+//! compiled for it (same bits: no FMA). Blocks are split into chunks that run in parallel on the current
 //! [`crate::parallel`] pool, each with its own accumulators, summed at the end.
 
 // Lane loops `for b in 0..BLOCK` index several arrays of one block in step: clearer than
@@ -694,49 +694,68 @@ fn sum_parts<T: Real>(mut parts: Vec<Vec<T>>, len: usize) -> Vec<T> {
     total
 }
 
-/// Whether the CPU has AVX2: the chunk functions then run as copies compiled for it (256-bit
-/// vectors over a block's rows; the build's baseline is SSE2). No FMA is enabled, so both copies
-/// give the same bits.
+/// The widest vector instructions of this CPU the chunk functions have a copy for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Vectors {
+    /// The build's baseline (SSE2 on x86-64).
+    Baseline,
+    /// 256-bit.
+    Avx2,
+    /// 512-bit.
+    Avx512,
+}
+
+/// Detected once per call (the check is a cached CPUID read).
 #[inline(always)]
-fn has_avx2() -> bool {
+fn vectors() -> Vectors {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx2")
+        if std::is_x86_feature_detected!("avx512f") {
+            return Vectors::Avx512;
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            return Vectors::Avx2;
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Vectors::Baseline
 }
 
 /// Defines `$dispatch`, which runs the `#[inline(always)]` function `$generic` through a copy
-/// compiled with AVX2 where the CPU has it.
-macro_rules! avx2_dispatch {
-    ($dispatch:ident, $avx2:ident, $generic:ident, <$($life:lifetime),*>, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
-        unsafe fn $avx2<$($life,)* T: Real>($($arg: $ty),*) -> $ret {
-            $generic($($arg),*)
-        }
-
+/// compiled for AVX-512 or AVX2 where the CPU has it (the block loops then use 512- or 256-bit
+/// vectors over a block's rows). No FMA is enabled, so every copy gives the same bits.
+macro_rules! vector_dispatch {
+    ($dispatch:ident, $generic:ident, <$($life:lifetime),*>, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
         fn $dispatch<$($life,)* T: Real>($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
-            if has_avx2() {
-                // SAFETY: the CPU supports AVX2, checked just above.
-                return unsafe { $avx2($($arg),*) };
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512<$($life,)* T: Real>($($arg: $ty),*) -> $ret {
+                    $generic($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2<$($life,)* T: Real>($($arg: $ty),*) -> $ret {
+                    $generic($($arg),*)
+                }
+                match vectors() {
+                    // SAFETY: the CPU supports AVX-512F, detected by `vectors`.
+                    Vectors::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: the CPU supports AVX2, detected by `vectors`.
+                    Vectors::Avx2 => return unsafe { avx2($($arg),*) },
+                    Vectors::Baseline => {}
+                }
             }
             $generic($($arg),*)
         }
     };
 }
 
-avx2_dispatch!(forward_blocks, forward_chunk_avx2, forward_chunk, <'a, 'b, 'c>,
+vector_dispatch!(forward_blocks, forward_chunk, <'a, 'b, 'c>,
     (net: &'a Net<'b, T>, rows: &'a Rows<'c, T>, blocks: std::ops::Range<usize>,
      piece: &'a mut [T], save: bool) -> Vec<T>);
-avx2_dispatch!(backward_blocks, backward_chunk_avx2, backward_chunk, <'a, 'b, 'c>,
+vector_dispatch!(backward_blocks, backward_chunk, <'a, 'b, 'c>,
     (net: &'a Net<'b, T>, rows: &'a Rows<'c, T>, saved: &'a [T], grad_out: &'a [T],
      blocks: std::ops::Range<usize>, with_params: bool) -> (Vec<T>, Option<NetGrads<T>>));
-avx2_dispatch!(double_backward_blocks, double_backward_chunk_avx2, double_backward_chunk,
+vector_dispatch!(double_backward_blocks, double_backward_chunk,
     <'a, 'b, 'c>,
     (net: &'a Net<'b, T>, rows: &'a Rows<'c, T>, saved: &'a [T], grad_out: &'a [T],
      grad_cosine_out: &'a [T], blocks: std::ops::Range<usize>) -> (Vec<T>, Vec<T>, NetGrads<T>));
@@ -1274,6 +1293,32 @@ mod tests {
         assert_eq!(saved.len(), 3 * (2 + 4 + 8) * BLOCK);
         let first = (case.table[0] + case.cosine[0] * case.first_weight[0]).tanh();
         assert!((saved[0] - first).abs() < 1e-15);
+    }
+
+    #[test]
+    fn vector_copies_give_the_same_bits_as_the_baseline() {
+        // The dispatched copy (AVX-512 or AVX2 where this CPU has them) against the baseline
+        // build of the same function: no FMA, so bit for bit.
+        let case = case();
+        let (net, rows) = (net(&case), rows(&case, &case.cosine));
+        let blocks = 0..ROWS.div_ceil(BLOCK);
+        let neurons = net.num_neurons();
+        let mut piece = vec![0.0; blocks.len() * neurons * BLOCK];
+        let mut piece_baseline = piece.clone();
+        let out = forward_blocks(&net, &rows, blocks.clone(), &mut piece, true);
+        let baseline = forward_chunk(&net, &rows, blocks.clone(), &mut piece_baseline, true);
+        assert_eq!(out, baseline);
+        assert_eq!(piece, piece_baseline);
+        let upstream = grad_out();
+        let v = values(ROWS, 1.9);
+        assert_eq!(
+            double_backward_blocks(&net, &rows, &piece, &upstream, &v, blocks.clone()),
+            double_backward_chunk(&net, &rows, &piece, &upstream, &v, blocks.clone())
+        );
+        assert_eq!(
+            backward_blocks(&net, &rows, &piece, &upstream, blocks.clone(), true),
+            backward_chunk(&net, &rows, &piece, &upstream, blocks, true)
+        );
     }
 
     #[test]
