@@ -30,7 +30,7 @@ import torch
 from lamforge.nn.geometry import BlockGeometry
 from lamforge.nn.inputs import ModelInput
 from lamforge.nn.model import DPA2Model, frame_sum
-from lamforge.nn.three_body_kernel import input_gradients_only
+from lamforge.nn.three_body_kernel import input_gradients_only, single_input_backward
 
 # Chunk size of :func:`evaluate`: large enough that per-operation overheads stay small, small
 # enough that a batch of many frames needs no more work memory than one mid-sized frame.
@@ -140,7 +140,11 @@ def _evaluate_batch(
 ) -> ModelOutput:
     """:func:`evaluate` of the whole batch at once."""
     need_gradient = forces or virial or atomic_virial
-    with torch.enable_grad() if need_gradient else contextlib.nullcontext():
+    with (
+        torch.enable_grad() if need_gradient else contextlib.nullcontext(),
+        # One backward for the edge vectors only: the fused three-body net keeps just that.
+        single_input_backward() if need_gradient and not create_graph else contextlib.nullcontext(),
+    ):
         geometries, distinct = model.geometries(inputs)
         if need_gradient:
             for geometry, _ in distinct:

@@ -34,6 +34,24 @@ _state = threading.local()
 
 
 @contextlib.contextmanager
+def single_input_backward() -> Iterator[None]:
+    """Forward passes run inside keep only what one backward for the inputs needs.
+
+    For ``autograd.grad(energy, positions)`` without ``create_graph`` (forces and virials at
+    inference, :func:`lamforge.nn.evaluate`): the kernel then saves each row's factor of the
+    upstream gradient instead of every activation, and the backward is one gather and dot
+    product. A graph built inside must be differentiated once, inside
+    :func:`input_gradients_only`, without ``create_graph`` (anything else is an error).
+    """
+    previous = getattr(_state, "single_input_backward", False)
+    _state.single_input_backward = True
+    try:
+        yield
+    finally:
+        _state.single_input_backward = previous
+
+
+@contextlib.contextmanager
 def input_gradients_only() -> Iterator[None]:
     """Backward passes run inside compute no parameter gradients of the fused net.
 
@@ -131,11 +149,19 @@ class _ThreeBodySum(torch.autograd.Function):
     ):  # noqa: D102
         net = _Net(table, first_weight, params, skips)
         rows = _rows(cosine, weight, row_type, segment, num_segments)
-        # The tanh outputs of every layer are kept for the derivatives (14 numbers per row for
-        # a 2-4-8 net): they then cost no tanh at all.
-        save = any(ctx.needs_input_grad)
+        if not any(ctx.needs_input_grad):
+            save = "nothing"
+        elif getattr(_state, "single_input_backward", False):
+            # One backward, for the cosines only: keep each row's factor of the upstream
+            # gradient (8 numbers per row for a 2-4-8 net) and nothing else.
+            save = "cosine_factors"
+        else:
+            # The tanh outputs of every layer, for any number of derivatives (14 numbers per row
+            # for a 2-4-8 net): they then cost no tanh at all.
+            save = "activations"
         out, saved = _core().three_body_forward(net.arrays(), rows, save, torch.get_num_threads())
-        if save:
+        ctx.save = save
+        if save != "nothing":
             ctx.save_for_backward(
                 cosine,
                 weight,
@@ -155,6 +181,19 @@ class _ThreeBodySum(torch.autograd.Function):
         cosine, weight, row_type, segment, saved, table, first_weight, *rest = ctx.saved_tensors
         params = [p if present else None for p, present in zip(rest, ctx.present, strict=True)]
         needs = ctx.needs_input_grad
+        if ctx.save == "cosine_factors":
+            if torch.is_grad_enabled() or not getattr(_state, "inputs_only", False):
+                raise RuntimeError(
+                    "the fused three-body net ran under single_input_backward(): its graph "
+                    "gives the inputs' gradient once, inside input_gradients_only(), without "
+                    "create_graph or parameter gradients"
+                )
+            net = _Net(table, first_weight, params, ctx.skips)
+            rows = _rows(cosine, weight, row_type, segment, ctx.num_segments)
+            grad_cosine = _core().three_body_cosine_gradient(
+                net.arrays(), rows, _array(saved), _array(grad_out)
+            )
+            return torch.from_numpy(grad_cosine), *([None] * (len(needs) - 1))
         if getattr(_state, "inputs_only", False):
             needs = tuple(False for _ in needs)
         grads = _ThreeBodyBackward.apply(

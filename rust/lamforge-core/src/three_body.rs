@@ -751,7 +751,7 @@ macro_rules! vector_dispatch {
 
 vector_dispatch!(forward_blocks, forward_chunk, <'a, 'b, 'c>,
     (net: &'a Net<'b, T>, rows: &'a Rows<'c, T>, blocks: std::ops::Range<usize>,
-     piece: &'a mut [T], save: bool) -> Vec<T>);
+     piece: &'a mut [T], save: Save) -> Vec<T>);
 vector_dispatch!(backward_blocks, backward_chunk, <'a, 'b, 'c>,
     (net: &'a Net<'b, T>, rows: &'a Rows<'c, T>, saved: &'a [T], grad_out: &'a [T],
      blocks: std::ops::Range<usize>, with_params: bool) -> (Vec<T>, Option<NetGrads<T>>));
@@ -760,28 +760,41 @@ vector_dispatch!(double_backward_blocks, double_backward_chunk,
     (net: &'a Net<'b, T>, rows: &'a Rows<'c, T>, saved: &'a [T], grad_out: &'a [T],
      grad_cosine_out: &'a [T], blocks: std::ops::Range<usize>) -> (Vec<T>, Vec<T>, NetGrads<T>));
 
-/// [`forward`] on a range of blocks: their segment sums, their activations into `piece`.
+/// [`forward`] on a range of blocks: their segment sums; what `save` asks for into `piece`.
 #[inline(always)]
 fn forward_chunk<T: Real>(
     net: &Net<'_, T>,
     rows: &Rows<'_, T>,
     blocks: std::ops::Range<usize>,
     piece: &mut [T],
-    save: bool,
+    save: Save,
 ) -> Vec<T> {
     let width_out = net.width_out();
     let neurons = net.num_neurons();
-    let (last, stride) = (neurons - width_out, neurons * BLOCK);
+    let (last, stride) = (neurons - width_out, block_stride(net, save));
     let mut out = vec![T::zero(); rows.num_segments * width_out];
     let mut work = Workspace::new(net);
     let first = blocks.start;
     for block in blocks {
         let block_rows = BlockRows::load(rows, block);
-        work.evaluate(net, &block_rows, false, None);
-        if save {
-            let target = &mut piece[(block - first) * stride..(block - first + 1) * stride];
-            for (lane, values) in work.activated.iter().zip(target.chunks_exact_mut(BLOCK)) {
-                values.copy_from_slice(lane);
+        work.evaluate(net, &block_rows, save == Save::CosineFactors, None);
+        let target = &mut piece[(block - first) * stride..(block - first + 1) * stride];
+        match save {
+            Save::Nothing => {}
+            Save::Activations => {
+                for (lane, values) in work.activated.iter().zip(target.chunks_exact_mut(BLOCK)) {
+                    values.copy_from_slice(lane);
+                }
+            }
+            Save::CosineFactors => {
+                // d/dc [w c y(c)] = w (y + c y'), row-major.
+                for j in 0..width_out {
+                    let (y, y_dot) = (&work.output[last + j], &work.tangent[last + j]);
+                    for b in 0..BLOCK {
+                        target[b * width_out + j] =
+                            block_rows.weight[b] * (y[b] + block_rows.cosine[b] * y_dot[b]);
+                    }
+                }
             }
         }
         for b in 0..block_rows.len {
@@ -891,35 +904,42 @@ fn double_backward_chunk<T: Real>(
     (grad_grad_out, cosine_grads, grads.finish())
 }
 
+/// What [`forward`] keeps for the derivatives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Save {
+    /// Nothing (no derivative will be taken).
+    Nothing,
+    /// Every neuron's tanh output, for [`backward`] and [`double_backward`].
+    Activations,
+    /// Each row's `weight · (y + c y')` [rows, width_out], the factor of the upstream gradient in
+    /// the cosine's gradient: for exactly one first-order backward with respect to the cosines
+    /// ([`cosine_gradient`]), as forces at inference need. Costs the tangent, no tanh.
+    CosineFactors,
+}
+
 /// Output of [`forward`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Forward<T> {
     /// [num_segments, width_out].
     pub out: Vec<T>,
-    /// Every neuron's tanh output for every row, when asked for (for the derivatives), in the
-    /// kernels' block layout: [ceil(rows / BLOCK), num_neurons, BLOCK].
+    /// What `save` asked for: every neuron's tanh output in the kernels' block layout
+    /// [ceil(rows / BLOCK), num_neurons, BLOCK], or the cosine factors [rows padded to whole
+    /// blocks, width_out].
     pub saved: Option<Vec<T>>,
 }
 
-/// `out[segment, :] = Σ_rows weight · cosine · net(cosine, row_type)`, and with `save` the
-/// activations that let [`backward`] and [`double_backward`] skip every tanh.
-pub fn forward<T: Real>(net: &Net<'_, T>, rows: &Rows<'_, T>, save: bool) -> Result<Forward<T>> {
+/// `out[segment, :] = Σ_rows weight · cosine · net(cosine, row_type)`, and what `save` asks for.
+pub fn forward<T: Real>(net: &Net<'_, T>, rows: &Rows<'_, T>, save: Save) -> Result<Forward<T>> {
     net.validate(rows)?;
     let width_out = net.width_out();
-    let neurons = net.num_neurons();
-    // One buffer for the saved activations, cut into the chunks' disjoint block ranges. (Huge
-    // pages were tried: with THP defrag on madvise their faults cost more than 4 KiB ones.)
-    let stride = neurons * BLOCK;
-    let saved_len = if save {
-        rows.cosine.len().div_ceil(BLOCK) * stride
-    } else {
-        0
-    };
-    let mut saved = vec![T::zero(); saved_len];
+    // One buffer for what is saved, cut into the chunks' disjoint block ranges. (Huge pages were
+    // tried: with THP defrag on madvise their faults cost more than 4 KiB ones.)
+    let stride = block_stride(net, save);
+    let mut saved = vec![T::zero(); rows.cosine.len().div_ceil(BLOCK) * stride];
     let mut pieces = Vec::new();
     let mut rest: &mut [T] = &mut saved;
     for blocks in chunks(rows.cosine.len()) {
-        let (piece, tail) = rest.split_at_mut(if save { blocks.len() * stride } else { 0 });
+        let (piece, tail) = rest.split_at_mut(blocks.len() * stride);
         pieces.push((blocks, piece));
         rest = tail;
     }
@@ -928,8 +948,50 @@ pub fn forward<T: Real>(net: &Net<'_, T>, rows: &Rows<'_, T>, save: bool) -> Res
     });
     Ok(Forward {
         out: sum_parts(parts, rows.num_segments * width_out),
-        saved: save.then_some(saved),
+        saved: (save != Save::Nothing).then_some(saved),
     })
+}
+
+/// Values saved per block of rows.
+fn block_stride<T: Real>(net: &Net<'_, T>, save: Save) -> usize {
+    match save {
+        Save::Nothing => 0,
+        Save::Activations => net.num_neurons() * BLOCK,
+        Save::CosineFactors => net.width_out() * BLOCK,
+    }
+}
+
+/// `grad_cosine[row] = Σ_j factors[row, j] · grad_out[segment[row], j]`: the cosines' gradient
+/// from the factors of a [`forward`] with [`Save::CosineFactors`].
+pub fn cosine_gradient<T: Real>(
+    net: &Net<'_, T>,
+    rows: &Rows<'_, T>,
+    factors: &[T],
+    grad_out: &[T],
+) -> Result<Vec<T>> {
+    net.validate(rows)?;
+    let width_out = net.width_out();
+    check_grad_out(grad_out, rows, width_out)?;
+    let expected = rows.cosine.len().div_ceil(BLOCK) * BLOCK * width_out;
+    if factors.len() != expected {
+        return Err(CoreError::InvalidInput(format!(
+            "three-body cosine factors have {} values, expected {expected} for {} rows",
+            factors.len(),
+            rows.cosine.len()
+        )));
+    }
+    let mut grads = Vec::with_capacity(rows.cosine.len());
+    for (row, &segment) in rows.segment.iter().enumerate() {
+        let factor = &factors[row * width_out..(row + 1) * width_out];
+        let upstream = &grad_out[segment as usize * width_out..(segment as usize + 1) * width_out];
+        grads.push(
+            factor
+                .iter()
+                .zip(upstream)
+                .fold(T::zero(), |sum, (&a, &b)| sum + a * b),
+        );
+    }
+    Ok(grads)
 }
 
 /// The chunks' per-row vectors joined in order (the only one moved, not copied).
@@ -1126,7 +1188,7 @@ mod tests {
     }
 
     fn saved(case: &Case, cosine: &[f64]) -> Vec<f64> {
-        forward(&net(case), &rows(case, cosine), true)
+        forward(&net(case), &rows(case, cosine), Save::Activations)
             .unwrap()
             .saved
             .unwrap()
@@ -1138,7 +1200,9 @@ mod tests {
 
     /// Σ grad_out ⊙ forward at the given cosines.
     fn loss(case: &Case, cosine: &[f64]) -> f64 {
-        let out = forward(&net(case), &rows(case, cosine), false).unwrap().out;
+        let out = forward(&net(case), &rows(case, cosine), Save::Nothing)
+            .unwrap()
+            .out;
         out.iter().zip(grad_out()).map(|(a, b)| a * b).sum()
     }
 
@@ -1287,6 +1351,24 @@ mod tests {
     }
 
     #[test]
+    fn cosine_factors_give_the_backward_cosine_gradient() {
+        let case = case();
+        let (net, rows) = (net(&case), rows(&case, &case.cosine));
+        let factors = forward(&net, &rows, Save::CosineFactors)
+            .unwrap()
+            .saved
+            .unwrap();
+        let from_factors = cosine_gradient(&net, &rows, &factors, &grad_out()).unwrap();
+        let saved = saved(&case, &case.cosine);
+        let expected = backward(&net, &rows, &saved, &grad_out(), false)
+            .unwrap()
+            .cosine;
+        for (a, b) in from_factors.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-14, "{a} vs {b}");
+        }
+    }
+
+    #[test]
     fn saved_activations_are_the_tanh_outputs() {
         let case = case();
         let saved = saved(&case, &case.cosine);
@@ -1305,8 +1387,14 @@ mod tests {
         let neurons = net.num_neurons();
         let mut piece = vec![0.0; blocks.len() * neurons * BLOCK];
         let mut piece_baseline = piece.clone();
-        let out = forward_blocks(&net, &rows, blocks.clone(), &mut piece, true);
-        let baseline = forward_chunk(&net, &rows, blocks.clone(), &mut piece_baseline, true);
+        let out = forward_blocks(&net, &rows, blocks.clone(), &mut piece, Save::Activations);
+        let baseline = forward_chunk(
+            &net,
+            &rows,
+            blocks.clone(),
+            &mut piece_baseline,
+            Save::Activations,
+        );
         assert_eq!(out, baseline);
         assert_eq!(piece, piece_baseline);
         let upstream = grad_out();
@@ -1326,7 +1414,7 @@ mod tests {
         let case = case();
         let mut bad = case_clone(&case);
         bad.segment[2] = 7;
-        let error = forward(&net(&bad), &rows(&bad, &bad.cosine), false).unwrap_err();
+        let error = forward(&net(&bad), &rows(&bad, &bad.cosine), Save::Nothing).unwrap_err();
         assert!(error.to_string().contains("row 2"), "{error}");
     }
 }

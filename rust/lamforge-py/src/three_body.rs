@@ -6,7 +6,7 @@
 //! The kernels run with the GIL released on an explicit thread pool.
 
 use lamforge_core::parallel;
-use lamforge_core::three_body::{self, Layer, Net, NetGrads, Real, Rows, Skip};
+use lamforge_core::three_body::{self, Layer, Net, NetGrads, Real, Rows, Save, Skip};
 use numpy::ndarray::{Array1, Array2};
 use numpy::{
     Element, IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2,
@@ -153,7 +153,7 @@ fn forward_typed<'py, T: Real + Element>(
     py: Python<'py>,
     net: &Bound<'py, PyAny>,
     rows: &Bound<'py, PyAny>,
-    save: bool,
+    save: Save,
     num_threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let net_arrays: NetTuple<'py, T> = net.extract()?;
@@ -163,7 +163,10 @@ fn forward_typed<'py, T: Real + Element>(
         .detach(|| parallel::install(num_threads, || three_body::forward(&net, &rows, save)))
         .and_then(|result| result)
         .map_err(error::to_py)?;
-    let stride = net.first_weight.len() + net.layers.iter().map(|l| l.num_out).sum::<usize>();
+    let stride = match save {
+        Save::CosineFactors => net.width_out(),
+        _ => net.num_neurons() * three_body::BLOCK,
+    };
     let saved = result
         .saved
         .map(|saved| matrix(py, saved, stride))
@@ -173,17 +176,28 @@ fn forward_typed<'py, T: Real + Element>(
         .map(|tuple| tuple.into_any())
 }
 
-/// `(out [num_segments, width_out], saved activations [rows, Σ widths] or None)`, where
-/// `out[segment] += weight · cosine · net(cosine, row_type)`.
+/// `(out [num_segments, width_out], saved or None)`, where `out[segment] += weight · cosine ·
+/// net(cosine, row_type)` and `save` is "nothing", "activations" (for `three_body_backward` and
+/// `three_body_double_backward`) or "cosine_factors" (for one `three_body_cosine_gradient`).
 #[pyfunction]
 #[pyo3(signature = (net, rows, save, num_threads))]
 pub fn three_body_forward<'py>(
     py: Python<'py>,
     net: &Bound<'py, PyAny>,
     rows: &Bound<'py, PyTuple>,
-    save: bool,
+    save: &str,
     num_threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let save = match save {
+        "nothing" => Save::Nothing,
+        "activations" => Save::Activations,
+        "cosine_factors" => Save::CosineFactors,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "three-body save {other:?}: nothing, activations or cosine_factors"
+            )))
+        }
+    };
     if is_f64(&rows.get_item(0)?) {
         forward_typed::<f64>(py, net, rows.as_any(), save, num_threads)
     } else {
@@ -328,10 +342,47 @@ pub fn three_body_double_backward<'py>(
     }
 }
 
+fn cosine_gradient_typed<'py, T: Real + Element>(
+    py: Python<'py>,
+    net: &Bound<'py, PyAny>,
+    rows: &Bound<'py, PyAny>,
+    factors: &Bound<'py, PyAny>,
+    grad_out: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let net_arrays: NetTuple<'py, T> = net.extract()?;
+    let rows_arrays: RowsTuple<'py, T> = rows.extract()?;
+    let factors: PyReadonlyArray2<'py, T> = factors.extract()?;
+    let grad_out: PyReadonlyArray2<'py, T> = grad_out.extract()?;
+    let (net, rows) = (net_of(&net_arrays)?, rows_of(&rows_arrays)?);
+    let (factors, grad_out) = (slice(&factors, "factors")?, slice(&grad_out, "grad_out")?);
+    let grads = py
+        .detach(|| three_body::cosine_gradient(&net, &rows, factors, grad_out))
+        .map_err(error::to_py)?;
+    Ok(vector(py, grads).into_any())
+}
+
+/// The cosines' gradient [rows] from the factors of a `three_body_forward(..., "cosine_factors")`.
+#[pyfunction]
+#[pyo3(signature = (net, rows, factors, grad_out))]
+pub fn three_body_cosine_gradient<'py>(
+    py: Python<'py>,
+    net: &Bound<'py, PyAny>,
+    rows: &Bound<'py, PyTuple>,
+    factors: &Bound<'py, PyAny>,
+    grad_out: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if is_f64(&rows.get_item(0)?) {
+        cosine_gradient_typed::<f64>(py, net, rows.as_any(), factors, grad_out)
+    } else {
+        cosine_gradient_typed::<f32>(py, net, rows.as_any(), factors, grad_out)
+    }
+}
+
 /// Registers the three-body functions on `module`.
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(three_body_forward, module)?)?;
     module.add_function(wrap_pyfunction!(three_body_backward, module)?)?;
     module.add_function(wrap_pyfunction!(three_body_double_backward, module)?)?;
+    module.add_function(wrap_pyfunction!(three_body_cosine_gradient, module)?)?;
     Ok(())
 }

@@ -428,4 +428,5 @@ def test_evaluate_hands_out_plain_tensors_unless_asked_for_a_graph():
         assert not getattr(output, name).requires_grad, name
     trained = evaluate(model, inputs, forces=True, virial=True, create_graph=True)
     assert trained.energy.requires_grad and trained.forces.requires_grad
-    torch.testing.assert_close(trained.forces.detach(), output.forces, rtol=0, atol=0)
+    # Same forces; the fused three-body net sums in another order for a single backward.
+    torch.testing.assert_close(trained.forces.detach(), output.forces, rtol=0, atol=1e-12)

@@ -210,3 +210,26 @@ def test_model_with_fused_three_body_equals_pytorch_ops(dtype, monkeypatch):
         assert torch.allclose(
             grads[name], value, rtol=1e-10 if tight else 1e-3, atol=1e-12 if tight else 1e-4
         ), name
+
+
+def test_single_input_backward_keeps_only_the_cosine_factors():
+    layers = _layers((2, 4, 8), True, torch.float64, seed=15)
+    cosine, weight, row_type, segment = _rows(70, 3, 4, torch.float64, seed=16)
+    table = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(4, 8, dtype=torch.float64)
+    args = (cosine, weight, row_type, segment, 4, table, layers)
+    expected_out = kernel.three_body_sum(*args)
+    (expected,) = torch.autograd.grad(expected_out, cosine, upstream)
+    with kernel.single_input_backward():
+        out = kernel.three_body_sum(*args)
+    assert torch.equal(out, expected_out)
+    with kernel.input_gradients_only():
+        (got,) = torch.autograd.grad(out, cosine, upstream)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-14)
+    message = r"once, inside input_gradients_only\(\), without create_graph"
+    for create_graph in (True, False):
+        with kernel.single_input_backward():
+            out = kernel.three_body_sum(*args)
+        # create_graph, or outside input_gradients_only (parameter gradients may be wanted).
+        with pytest.raises(RuntimeError, match=message):
+            torch.autograd.grad(out, cosine, upstream, create_graph=create_graph)
