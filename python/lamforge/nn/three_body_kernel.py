@@ -34,6 +34,17 @@ _state = threading.local()
 
 
 @contextlib.contextmanager
+def _flag(name: str) -> Iterator[None]:
+    """Sets the thread's flag ``name`` inside the block (restored after, nesting included)."""
+    previous = getattr(_state, name, False)
+    setattr(_state, name, True)
+    try:
+        yield
+    finally:
+        setattr(_state, name, previous)
+
+
+@contextlib.contextmanager
 def single_input_backward() -> Iterator[None]:
     """Forward passes run inside keep only what one backward for the inputs needs.
 
@@ -43,12 +54,8 @@ def single_input_backward() -> Iterator[None]:
     product. A graph built inside must be differentiated once, inside
     :func:`input_gradients_only`, without ``create_graph`` (anything else is an error).
     """
-    previous = getattr(_state, "single_input_backward", False)
-    _state.single_input_backward = True
-    try:
+    with _flag("single_input_backward"):
         yield
-    finally:
-        _state.single_input_backward = previous
 
 
 @contextlib.contextmanager
@@ -62,12 +69,8 @@ def input_gradients_only() -> Iterator[None]:
     CPU backward passes run on the calling thread, which this flag belongs to. Only wrap
     ``autograd.grad`` calls whose ``inputs`` are not parameters.
     """
-    previous = getattr(_state, "inputs_only", False)
-    _state.inputs_only = True
-    try:
+    with _flag("inputs_only"):
         yield
-    finally:
-        _state.inputs_only = previous
 
 
 def _core():

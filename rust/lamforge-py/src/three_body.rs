@@ -149,6 +149,17 @@ fn is_f64(cosine: &Bound<'_, PyAny>) -> bool {
     cosine.extract::<PyReadonlyArray1<'_, f64>>().is_ok()
 }
 
+/// `$typed::<f64>(...)` or `$typed::<f32>(...)`, by the dtype of the rows' cosines.
+macro_rules! by_dtype {
+    ($rows:expr, $typed:ident($($arg:expr),*)) => {
+        if is_f64(&$rows.get_item(0)?) {
+            $typed::<f64>($($arg),*)
+        } else {
+            $typed::<f32>($($arg),*)
+        }
+    };
+}
+
 fn forward_typed<'py, T: Real + Element>(
     py: Python<'py>,
     net: &Bound<'py, PyAny>,
@@ -198,11 +209,10 @@ pub fn three_body_forward<'py>(
             )))
         }
     };
-    if is_f64(&rows.get_item(0)?) {
-        forward_typed::<f64>(py, net, rows.as_any(), save, num_threads)
-    } else {
-        forward_typed::<f32>(py, net, rows.as_any(), save, num_threads)
-    }
+    by_dtype!(
+        rows,
+        forward_typed(py, net, rows.as_any(), save, num_threads)
+    )
 }
 
 fn backward_typed<'py, T: Real + Element>(
@@ -247,27 +257,18 @@ pub fn three_body_backward<'py>(
     with_params: bool,
     num_threads: usize,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    if is_f64(&rows.get_item(0)?) {
-        backward_typed::<f64>(
+    by_dtype!(
+        rows,
+        backward_typed(
             py,
             net,
             rows.as_any(),
             saved,
             grad_out,
             with_params,
-            num_threads,
+            num_threads
         )
-    } else {
-        backward_typed::<f32>(
-            py,
-            net,
-            rows.as_any(),
-            saved,
-            grad_out,
-            with_params,
-            num_threads,
-        )
-    }
+    )
 }
 
 fn double_backward_typed<'py, T: Real + Element>(
@@ -319,27 +320,18 @@ pub fn three_body_double_backward<'py>(
     grad_cosine_out: &Bound<'py, PyAny>,
     num_threads: usize,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    if is_f64(&rows.get_item(0)?) {
-        double_backward_typed::<f64>(
+    by_dtype!(
+        rows,
+        double_backward_typed(
             py,
             net,
             rows.as_any(),
             saved,
             grad_out,
             grad_cosine_out,
-            num_threads,
+            num_threads
         )
-    } else {
-        double_backward_typed::<f32>(
-            py,
-            net,
-            rows.as_any(),
-            saved,
-            grad_out,
-            grad_cosine_out,
-            num_threads,
-        )
-    }
+    )
 }
 
 fn cosine_gradient_typed<'py, T: Real + Element>(
@@ -371,11 +363,10 @@ pub fn three_body_cosine_gradient<'py>(
     factors: &Bound<'py, PyAny>,
     grad_out: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    if is_f64(&rows.get_item(0)?) {
-        cosine_gradient_typed::<f64>(py, net, rows.as_any(), factors, grad_out)
-    } else {
-        cosine_gradient_typed::<f32>(py, net, rows.as_any(), factors, grad_out)
-    }
+    by_dtype!(
+        rows,
+        cosine_gradient_typed(py, net, rows.as_any(), factors, grad_out)
+    )
 }
 
 /// Registers the three-body functions on `module`.
