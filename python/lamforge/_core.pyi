@@ -67,6 +67,66 @@ def batch_dense_neighbor_lists(
 ) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64], int]]:
     """Dense lists over the flat atoms of a batch (global indices), parallel over frames."""
 
+# The fused three-body net (lamforge.nn.three_body_kernel). ``net`` is (table [types, width_0],
+# first_weight [width_0], weights [in, out] per later layer, biases, timesteps or None, skip codes
+# 0 none / 1 identity / 2 double); ``rows`` is (cosine, weight, row_type, segment, num_segments).
+# Float arrays share one dtype (float64 or float32, chosen by the cosines), C-contiguous.
+ThreeBodyNet = tuple[
+    npt.NDArray[Any],
+    npt.NDArray[Any],
+    list[npt.NDArray[Any]],
+    list[npt.NDArray[Any]],
+    list[npt.NDArray[Any] | None],
+    list[int],
+]
+ThreeBodyRows = tuple[
+    npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[np.int64], npt.NDArray[np.int64], int
+]
+ThreeBodyGrads = tuple[
+    npt.NDArray[Any],
+    npt.NDArray[Any],
+    list[npt.NDArray[Any]],
+    list[npt.NDArray[Any]],
+    list[npt.NDArray[Any]],
+]
+
+def three_body_forward(
+    net: ThreeBodyNet, rows: ThreeBodyRows, save: str, num_threads: int
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any] | None]:
+    """(segment sums [num_segments, width_out], saved or None).
+
+    ``save``: "nothing", "activations" (for the backward and double backward) or
+    "cosine_factors" (for one ``three_body_cosine_gradient``).
+    """
+
+def three_body_backward(
+    net: ThreeBodyNet,
+    rows: ThreeBodyRows,
+    saved: npt.NDArray[Any],
+    grad_out: npt.NDArray[Any],
+    with_params: bool,
+    num_threads: int,
+) -> tuple[npt.NDArray[Any], ThreeBodyGrads | None]:
+    """(gradient of the cosines [rows], parameter gradients or None) of Σ grad_out ⊙ out."""
+
+def three_body_double_backward(
+    net: ThreeBodyNet,
+    rows: ThreeBodyRows,
+    saved: npt.NDArray[Any],
+    grad_out: npt.NDArray[Any],
+    grad_cosine_out: npt.NDArray[Any],
+    num_threads: int,
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any], ThreeBodyGrads]:
+    """Gradients of Σ grad_cosine_out ⊙ grad_cosine: of grad_out, the cosines, the parameters."""
+
+def three_body_cosine_gradient(
+    net: ThreeBodyNet,
+    rows: ThreeBodyRows,
+    factors: npt.NDArray[Any],
+    grad_out: npt.NDArray[Any],
+) -> npt.NDArray[Any]:
+    """The cosines' gradient from the factors of a "cosine_factors" forward."""
+
 class StoreError(RuntimeError):
     """Stored data is missing or damaged; the message names the dataset, array, frame and file."""
 
