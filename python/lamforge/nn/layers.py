@@ -34,8 +34,36 @@ class _SigmoidTanh(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
         (y,) = ctx.saved_tensors
-        # aten's tanh_backward, grad · (1 - y²), has its own derivative: double backward works.
+        return _TanhGradient.apply(grad, y)
+
+
+class _TanhGradient(torch.autograd.Function):
+    """aten's ``tanh_backward``, grad · (1 - y²), with a leaner derivative of its own.
+
+    autograd's derivative of ``tanh_backward`` builds ∂/∂y = gg · (-2 · y · grad) from three
+    fresh tensors; training on forces runs it on every tanh of the model (the pair and triplet
+    tensors are the largest). Here it is one fresh tensor and two in-place products when no
+    higher derivative is being recorded; with ``create_graph`` (a third derivative, e.g. the
+    distillation's Hessian-vector products) the same formula runs as ordinary tensor operations.
+    """
+
+    @staticmethod
+    def forward(ctx, grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(grad, y)
         return torch.ops.aten.tanh_backward(grad, y)
+
+    @staticmethod
+    def backward(ctx, upstream: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
+        grad, y = ctx.saved_tensors
+        grad_grad = grad_y = None
+        if ctx.needs_input_grad[0]:
+            grad_grad = _TanhGradient.apply(upstream, y)
+        if ctx.needs_input_grad[1]:
+            if torch.is_grad_enabled():
+                grad_y = upstream * grad * y * -2.0
+            else:
+                grad_y = torch.mul(upstream, grad).mul_(y).mul_(-2.0)
+        return grad_grad, grad_y
 
 
 def tanh(x: torch.Tensor) -> torch.Tensor:

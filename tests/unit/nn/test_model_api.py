@@ -379,6 +379,12 @@ def test_cpu_tanh_matches_torch_tanh_and_its_derivatives(dtype):
     sample = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(tanh, (sample,))
     assert torch.autograd.gradgradcheck(tanh, (sample,))
+    # The second derivative without create_graph (the in-place path of a training step).
+    second = []
+    for function in (tanh, torch.tanh):
+        (first,) = torch.autograd.grad(function(sample).sum(), sample, create_graph=True)
+        second.append(torch.autograd.grad((first**2).sum(), sample)[0])
+    assert torch.allclose(second[0], second[1], rtol=0, atol=1e-14)
 
 
 @pytest.mark.parametrize("variant", ["new", "old_strip", "incr_direct"])
