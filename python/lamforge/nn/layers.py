@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from lamforge.nn.contraction import tanh_contract
+
 
 class _SigmoidTanh(torch.autograd.Function):
     """tanh(x) = 2·sigmoid(2x) - 1, with tanh's own backward (twice differentiable).
@@ -191,6 +193,15 @@ class DenseLayer(nn.Module):
             [..., M, num_out].
         """
         x = x.reshape(*left.shape[:-2], left.shape[-1], self.num_in)
+        if (
+            self.activation_name == "tanh"
+            and self.timestep is None
+            and x.device.type == "cpu"
+            and not torch.compiler.is_compiling()
+        ):
+            # Derivatives by hand, far fewer fresh pair-sized tensors (lamforge.nn.contraction).
+            pre = torch.nn.functional.linear(x, self.weight.t(), self.bias)
+            return tanh_contract(left, pre, x if self.has_skip else None)
         activated = self.activation(torch.nn.functional.linear(x, self.weight.t(), self.bias))
         if self.timestep is not None:
             activated = activated * self.timestep
