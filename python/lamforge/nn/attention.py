@@ -16,6 +16,7 @@ from torch import nn
 
 from lamforge import kernels
 from lamforge.nn.layers import DenseLayer
+from lamforge.nn.softmax import softmax
 
 ATTENTION_SHIFT = 20.0
 
@@ -32,11 +33,11 @@ def smooth_softmax(logits: torch.Tensor, num_trimmed: int | torch.SymInt) -> tor
     """
     if isinstance(num_trimmed, int):
         if num_trimmed == 0:
-            return torch.softmax(logits, dim=-1)
+            return softmax(logits)
         extra = torch.full_like(logits[..., :1], math.log(num_trimmed) - ATTENTION_SHIFT)
     else:
         extra = torch.full_like(logits[..., :1], num_trimmed).log() - ATTENTION_SHIFT
-    return torch.softmax(torch.cat([logits, extra], dim=-1), dim=-1)[..., :-1]
+    return softmax(torch.cat([logits, extra], dim=-1))[..., :-1]
 
 
 class PairAttentionMap(nn.Module):
@@ -115,7 +116,7 @@ class PairAttentionMap(nn.Module):
             return weights * (pair_switch * (overlap / 3.0**0.5))
         column_empty = ~mask[:, None, None, :]
         row_empty = ~mask[:, :, None, None]
-        weights = torch.softmax(logits.masked_fill(column_empty, float("-inf")), dim=-1)
+        weights = softmax(logits.masked_fill(column_empty, float("-inf")))
         weights = weights.masked_fill(column_empty, 0.0).masked_fill(row_empty, 0.0)
         return weights * (overlap / 3.0**0.5)
 
@@ -180,7 +181,7 @@ class PairAttentionMap(nn.Module):
                 offset, (0, 1), value=math.log(num_trimmed) - ATTENTION_SHIFT
             )
         logits = torch.addcmul(offset, products, factor)
-        weights = torch.softmax(logits, dim=-1)
+        weights = softmax(logits)
         if num_trimmed > 0:
             weights = weights[..., :-1]
         # The pair switch is zero in empty rows and columns, so it does the masking too.
@@ -306,7 +307,7 @@ class LocalAttention(nn.Module):
             # The switch is zero in empty slots: it masks them as well.
             weights = smooth_softmax(logits, num_trimmed) * switch.unsqueeze(-2)
         else:
-            weights = torch.softmax(logits.masked_fill(empty, float("-inf")), dim=-1)
+            weights = softmax(logits.masked_fill(empty, float("-inf")))
             weights = weights.masked_fill(empty, 0.0)
         out = torch.matmul(weights.unsqueeze(-2), value).squeeze(-2).reshape(num_atoms, heads * dim)
         return self.head_map(out)

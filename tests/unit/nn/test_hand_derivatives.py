@@ -1,4 +1,4 @@
-"""The hand-differentiated tanh contraction against the same expression left to autograd."""
+"""Functions with hand-written derivatives against the same expressions left to autograd."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lamforge.nn.contraction import tanh_contract
+from lamforge.nn.softmax import softmax
 
 
 def _plain(left, z, x):
@@ -52,3 +53,19 @@ def test_tanh_contract_training_step_matches_autograd(skip_width):
         results.append([out, *first, *torch.autograd.grad(loss, inputs)])
     for ours, reference in zip(*results, strict=True):
         torch.testing.assert_close(ours, reference, rtol=1e-13, atol=1e-13)
+
+
+def test_softmax_derivatives_match_torch_softmax():
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 4, 5, dtype=torch.float64, generator=generator).requires_grad_()
+    assert torch.autograd.gradcheck(softmax, (x,))
+    assert torch.autograd.gradgradcheck(softmax, (x,))
+    results = []
+    for function in (softmax, lambda t: torch.softmax(t, dim=-1)):
+        y = function(x)
+        weight = torch.linspace(-1.0, 1.0, y.numel(), dtype=y.dtype).view_as(y)
+        (first,) = torch.autograd.grad((y * weight).sum(), x, create_graph=True)
+        loss = (y**3).sum() + (first * first.detach().cos()).sum()
+        results.append([y, first, *torch.autograd.grad(loss, x)])
+    for ours, reference in zip(*results, strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-13, atol=1e-14)
