@@ -16,6 +16,10 @@ from torch import nn
 
 from lamforge.nn.contraction import tanh_contract
 
+# Tensors with fewer elements use autograd's derivatives (tanh_backward's, the contraction's): there
+# the Python overhead of a hand-written Function outweighs the memory it saves.
+HAND_DERIVATIVE_MIN_SIZE = 1 << 14
+
 
 class _SigmoidTanh(torch.autograd.Function):
     """tanh(x) = 2·sigmoid(2x) - 1, with tanh's own backward (twice differentiable).
@@ -36,6 +40,9 @@ class _SigmoidTanh(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
         (y,) = ctx.saved_tensors
+        if y.numel() < HAND_DERIVATIVE_MIN_SIZE:
+            # Small tensors: autograd's own derivative costs less than a Python Function call.
+            return torch.ops.aten.tanh_backward(grad, y)
         return _TanhGradient.apply(grad, y)
 
 
@@ -198,6 +205,7 @@ class DenseLayer(nn.Module):
             and self.timestep is None
             and x.device.type == "cpu"
             and not torch.compiler.is_compiling()
+            and x.numel() >= HAND_DERIVATIVE_MIN_SIZE
         ):
             # Derivatives by hand, far fewer fresh pair-sized tensors (lamforge.nn.contraction).
             pre = torch.nn.functional.linear(x, self.weight.t(), self.bias)
