@@ -34,9 +34,8 @@ def smooth_softmax(logits: torch.Tensor, num_trimmed: int | torch.SymInt) -> tor
     if isinstance(num_trimmed, int):
         if num_trimmed == 0:
             return softmax(logits)
-        extra = torch.full_like(logits[..., :1], math.log(num_trimmed) - ATTENTION_SHIFT)
-    else:
-        extra = torch.full_like(logits[..., :1], num_trimmed).log() - ATTENTION_SHIFT
+        return softmax(logits, math.log(num_trimmed) - ATTENTION_SHIFT)
+    extra = torch.full_like(logits[..., :1], num_trimmed).log() - ATTENTION_SHIFT
     return softmax(torch.cat([logits, extra], dim=-1))[..., :-1]
 
 
@@ -98,9 +97,7 @@ class PairAttentionMap(nn.Module):
             ).permute(0, 1, 3, 2)
         # h2_j · h2_k, [atoms, slots, 1, slots]: the gate and the angular factor.
         overlap = torch.matmul(h2, h2.transpose(-1, -2)).unsqueeze(2)
-        # With a zero row appended, the column of the trimmed slots (see _smooth_weights).
-        extra = self.smooth and isinstance(num_trimmed, int) and num_trimmed > 0
-        logits = self._dot_products(g2, extra)
+        logits = self._dot_products(g2)
         if self.smooth and isinstance(num_trimmed, int):
             return self._smooth_weights(logits, overlap, switch, num_trimmed)
         logits = logits / self.hidden_dim**0.5
@@ -130,15 +127,14 @@ class PairAttentionMap(nn.Module):
         query, key = torch.split(projected, self.num_heads, dim=1)
         return query, key
 
-    def _dot_products(self, g2: torch.Tensor, extra: bool) -> torch.Tensor:
-        """q_hj · k_hk = g2_j (Q_h K_hᵀ) g2_kᵀ, [atoms, slots, heads, slots (+1 if extra)].
+    def _dot_products(self, g2: torch.Tensor) -> torch.Tensor:
+        """q_hj · k_hk = g2_j (Q_h K_hᵀ) g2_kᵀ, [atoms, slots, heads, slots].
 
         Q_h and K_h [g2_dim, hidden] are head h's columns of ``query_key`` (column m·2H + h for
         the query, m·2H + H + h for the key): multiplying the weights first (a [g2_dim, g2_dim]
         matrix per head) gives the same dot products as projecting queries and keys, with a
         projection half as wide, no head-major copies and one batched product per centre over
-        the flattened (slot, head) rows. With ``extra`` a zero row is appended to the keys' g2,
-        giving an all-zero last column.
+        the flattened (slot, head) rows.
         """
         num_atoms, num_slots, dim = g2.shape
         heads = self.num_heads
@@ -146,11 +142,8 @@ class PairAttentionMap(nn.Module):
         # [dim, heads·dim], column h·dim + b: Q_h K_hᵀ of every head side by side.
         bilinear = torch.einsum("amh,bmh->ahb", weight[..., :heads], weight[..., heads:])
         left = torch.matmul(g2, bilinear.reshape(dim, heads * dim))
-        right = g2
-        if extra:
-            right = torch.cat([g2, g2.new_zeros(num_atoms, 1, dim)], dim=1)
-        products = torch.matmul(left.view(num_atoms, num_slots * heads, dim), right.transpose(1, 2))
-        return products.view(num_atoms, num_slots, heads, right.shape[1])
+        products = torch.matmul(left.view(num_atoms, num_slots * heads, dim), g2.transpose(1, 2))
+        return products.view(num_atoms, num_slots, heads, num_slots)
 
     def _smooth_weights(
         self,
@@ -166,24 +159,18 @@ class PairAttentionMap(nn.Module):
             (ℓ·o + 20)·sw_jk - 20 = (q·k)·(o·sw_jk/√d) + 20·(sw_jk - 1),
 
         whose two factors are head-free [atoms, slots, 1, slots] tensors (the same value up to
-        rounding). The column of the trimmed slots (see :func:`smooth_softmax`) comes from the
-        zero last column of ``products`` (:meth:`_dot_products`), a zero factor and the offset
-        ln(num_trimmed) - 20, so no head-wide tensor is copied to append it.
+        rounding). The column of the trimmed slots (see :func:`smooth_softmax`) has the constant
+        logit ln(num_trimmed) - 20, which the softmax takes as an argument: no head-wide tensor
+        is copied to append it.
         """
         pair_switch = switch[:, :, None, None] * switch[:, None, None, :]
         factor = pair_switch * (1.0 / self.hidden_dim**0.5)
         if self.has_gate:
             factor = factor * overlap
         offset = pair_switch * ATTENTION_SHIFT - ATTENTION_SHIFT
-        if num_trimmed > 0:
-            factor = torch.nn.functional.pad(factor, (0, 1))
-            offset = torch.nn.functional.pad(
-                offset, (0, 1), value=math.log(num_trimmed) - ATTENTION_SHIFT
-            )
         logits = torch.addcmul(offset, products, factor)
-        weights = softmax(logits)
-        if num_trimmed > 0:
-            weights = weights[..., :-1]
+        extra = math.log(num_trimmed) - ATTENTION_SHIFT if num_trimmed > 0 else None
+        weights = softmax(logits, extra)
         # The pair switch is zero in empty rows and columns, so it does the masking too.
         return weights * (pair_switch * (overlap / 3.0**0.5))
 

@@ -21,6 +21,15 @@ from lamforge.nn.contraction import tanh_contract
 HAND_DERIVATIVE_MIN_SIZE = 1 << 14
 
 
+def is_small(x: torch.Tensor, limit: int) -> bool:
+    """Whether ``x`` has fewer than ``limit`` elements.
+
+    Never for a symbolic size: export traces one branch for every size, taking no size guard.
+    """
+    size = x.numel()
+    return isinstance(size, int) and size < limit
+
+
 class _SigmoidTanh(torch.autograd.Function):
     """tanh(x) = 2·sigmoid(2x) - 1, with tanh's own backward (twice differentiable).
 
@@ -40,7 +49,7 @@ class _SigmoidTanh(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
         (y,) = ctx.saved_tensors
-        if y.numel() < HAND_DERIVATIVE_MIN_SIZE:
+        if is_small(y, HAND_DERIVATIVE_MIN_SIZE):
             # Small tensors: autograd's own derivative costs less than a Python Function call.
             return torch.ops.aten.tanh_backward(grad, y)
         return _TanhGradient.apply(grad, y)
@@ -205,7 +214,7 @@ class DenseLayer(nn.Module):
             and self.timestep is None
             and x.device.type == "cpu"
             and not torch.compiler.is_compiling()
-            and x.numel() >= HAND_DERIVATIVE_MIN_SIZE
+            and not is_small(x, HAND_DERIVATIVE_MIN_SIZE)
         ):
             # Derivatives by hand, far fewer fresh pair-sized tensors (lamforge.nn.contraction).
             pre = torch.nn.functional.linear(x, self.weight.t(), self.bias)

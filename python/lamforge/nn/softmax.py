@@ -20,24 +20,41 @@ import torch
 MIN_SIZE = 1 << 14
 
 
-def softmax(x: torch.Tensor) -> torch.Tensor:
-    """``torch.softmax(x, dim=-1)``, with the second derivative above on the CPU."""
-    if x.device.type != "cpu" or torch.compiler.is_compiling() or x.numel() < MIN_SIZE:
-        return torch.softmax(x, dim=-1)
-    return _Softmax.apply(x)
+def softmax(x: torch.Tensor, extra_logit: float | None = None) -> torch.Tensor:
+    """``torch.softmax(x, dim=-1)``, with the second derivative above on the CPU.
+
+    With ``extra_logit``, the softmax as if every row had one more column of that constant logit,
+    that column left out of the result. Its derivatives are those of the softmax of the kept
+    columns: both formulas only read y and the upstream, whose dropped column is zero.
+    """
+    size = x.numel()
+    small = isinstance(size, int) and size < MIN_SIZE  # a symbolic size (export) counts as large
+    if x.device.type != "cpu" or torch.compiler.is_compiling() or small:
+        if extra_logit is None:
+            return torch.softmax(x, dim=-1)
+        extra = torch.full_like(x[..., :1], extra_logit)
+        return torch.softmax(torch.cat([x, extra], dim=-1), dim=-1)[..., :-1]
+    return _Softmax.apply(x, extra_logit)
 
 
 class _Softmax(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        y = torch.softmax(x, dim=-1)
+    def forward(ctx, x: torch.Tensor, extra_logit: float | None) -> torch.Tensor:  # noqa: D102
+        if extra_logit is None:
+            y = torch.softmax(x, dim=-1)
+        else:
+            # exp(x - m) / (Σ exp(x - m) + exp(c - m)), m the row maximum with c included.
+            top = x.amax(dim=-1, keepdim=True).clamp_(min=extra_logit)
+            y = torch.sub(x, top).exp_()
+            total = y.sum(dim=-1, keepdim=True).add_(torch.sub(extra_logit, top).exp_())
+            y.div_(total)
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: D102
         (y,) = ctx.saved_tensors
-        return _SoftmaxGradient.apply(grad, y)
+        return _SoftmaxGradient.apply(grad, y), None
 
 
 class _SoftmaxGradient(torch.autograd.Function):

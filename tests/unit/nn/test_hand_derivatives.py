@@ -55,20 +55,31 @@ def test_tanh_contract_training_step_matches_autograd(skip_width):
         torch.testing.assert_close(ours, reference, rtol=1e-13, atol=1e-13)
 
 
-def test_softmax_derivatives_match_torch_softmax(monkeypatch):
+@pytest.mark.parametrize("extra_logit", [None, -2.5])
+def test_softmax_derivatives_match_torch_softmax(monkeypatch, extra_logit):
     from lamforge.nn import softmax as module
 
     monkeypatch.setattr(module, "MIN_SIZE", 0)  # the hand-written path even on small inputs
     generator = torch.Generator().manual_seed(3)
     x = torch.randn(3, 4, 5, dtype=torch.float64, generator=generator).requires_grad_()
-    assert torch.autograd.gradcheck(softmax, (x,))
-    assert torch.autograd.gradgradcheck(softmax, (x,))
+
+    def ours(t):
+        return softmax(t, extra_logit)
+
+    def reference(t):
+        if extra_logit is None:
+            return torch.softmax(t, dim=-1)
+        extra = torch.full_like(t[..., :1], extra_logit)
+        return torch.softmax(torch.cat([t, extra], dim=-1), dim=-1)[..., :-1]
+
+    assert torch.autograd.gradcheck(ours, (x,))
+    assert torch.autograd.gradgradcheck(ours, (x,))
     results = []
-    for function in (softmax, lambda t: torch.softmax(t, dim=-1)):
+    for function in (ours, reference):
         y = function(x)
         weight = torch.linspace(-1.0, 1.0, y.numel(), dtype=y.dtype).view_as(y)
         (first,) = torch.autograd.grad((y * weight).sum(), x, create_graph=True)
         loss = (y**3).sum() + (first * first.detach().cos()).sum()
         results.append([y, first, *torch.autograd.grad(loss, x)])
-    for ours, reference in zip(*results, strict=True):
-        torch.testing.assert_close(ours, reference, rtol=1e-13, atol=1e-14)
+    for value, expected in zip(*results, strict=True):
+        torch.testing.assert_close(value, expected, rtol=1e-13, atol=1e-14)
