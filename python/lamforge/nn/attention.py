@@ -16,7 +16,7 @@ from torch import nn
 
 from lamforge import kernels
 from lamforge.nn.layers import DenseLayer
-from lamforge.nn.softmax import softmax
+from lamforge.nn.softmax import head_product, softmax
 
 ATTENTION_SHIFT = 20.0
 
@@ -168,11 +168,11 @@ class PairAttentionMap(nn.Module):
         if self.has_gate:
             factor = factor * overlap
         offset = pair_switch * ATTENTION_SHIFT - ATTENTION_SHIFT
-        logits = torch.addcmul(offset, products, factor)
+        logits = head_product(products, factor).add_(offset)
         extra = math.log(num_trimmed) - ATTENTION_SHIFT if num_trimmed > 0 else None
         weights = softmax(logits, extra)
         # The pair switch is zero in empty rows and columns, so it does the masking too.
-        return weights * (pair_switch * (overlap / 3.0**0.5))
+        return head_product(weights, pair_switch * (overlap / 3.0**0.5))
 
 
 class PairAttentionValues(nn.Module):

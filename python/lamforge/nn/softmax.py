@@ -1,4 +1,4 @@
-"""Softmax over the last axis with a lean second derivative (CPU training on forces).
+"""Softmax (and the head products around it) with lean second derivatives (CPU training).
 
 For y = softmax(x) and an upstream g, the derivative is x̄ = y ⊙ (g - s), s = Σ g ⊙ y (aten's
 ``_softmax_backward_data``). Its own derivative, for an upstream u of x̄ and r = Σ u ⊙ y, is
@@ -9,7 +9,8 @@ For y = softmax(x) and an upstream g, the derivative is x̄ = y ⊙ (g - s), s =
 autograd builds the second from about seven fresh tensors of the size of the attention logits
 (the largest tensors of a repformer layer with pair attention). Here it is one fresh tensor and
 in-place products when no higher derivative is recorded; with ``create_graph`` the same formula
-runs as ordinary differentiable operations.
+runs as ordinary differentiable operations. :func:`head_product` does the same for the products of
+the head-wide attention tensors with head-free pair factors around the softmax.
 """
 
 from __future__ import annotations
@@ -80,3 +81,68 @@ class _SoftmaxGradient(torch.autograd.Function):
                 grad_y = torch.sub(grad, total).mul_(upstream)
                 grad_y.addcmul_(grad, upstream_total, value=-1.0)
         return grad_grad, grad_y
+
+
+def head_product(a: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``a * q`` for a [..., heads, K] and a head-free q [..., 1, K], lean second derivative.
+
+    Both derivatives of the product, ā q and Σ_heads ā ⊙ a, and theirs are formed with one fresh
+    head-wide tensor each: the sums over the (few) heads run slice by slice into the head-free
+    result instead of through a head-wide temporary (autograd's broadcast-and-sum).
+    """
+    size = a.numel()
+    small = isinstance(size, int) and size < MIN_SIZE  # a symbolic size (export) counts as large
+    if a.device.type != "cpu" or torch.compiler.is_compiling() or small:
+        return a * q
+    return _HeadProduct.apply(a, q)
+
+
+def _head_sum_of_products(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Σ_h x[..., h, :] ⊙ y[..., h, :] -> [..., 1, K], without a head-wide temporary."""
+    out = torch.mul(x[..., :1, :], y[..., :1, :])
+    for head in range(1, x.shape[-2]):
+        out.addcmul_(x[..., head : head + 1, :], y[..., head : head + 1, :])
+    return out
+
+
+class _HeadProduct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, q: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(a, q)
+        return a * q
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
+        a, q = ctx.saved_tensors
+        return _HeadProductGradient.apply(grad, a, q)
+
+
+class _HeadProductGradient(torch.autograd.Function):
+    """(ḡ, a, q) -> (ḡ q, Σ_h ḡ ⊙ a)."""
+
+    @staticmethod
+    def forward(  # noqa: D102
+        ctx, grad: torch.Tensor, a: torch.Tensor, q: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.save_for_backward(grad, a, q)
+        return grad * q, _head_sum_of_products(grad, a)
+
+    @staticmethod
+    def backward(  # noqa: D102
+        ctx, up_a: torch.Tensor, up_q: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        grad, a, q = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return (
+                up_a * q + up_q * a,
+                up_q * grad,
+                (up_a * grad).sum(dim=-2, keepdim=True),
+            )
+        out_grad = out_a = out_q = None
+        if ctx.needs_input_grad[0]:
+            out_grad = torch.mul(up_a, q).addcmul_(up_q, a)
+        if ctx.needs_input_grad[1]:
+            out_a = up_q * grad
+        if ctx.needs_input_grad[2]:
+            out_q = _head_sum_of_products(up_a, grad)
+        return out_grad, out_a, out_q

@@ -83,3 +83,24 @@ def test_softmax_derivatives_match_torch_softmax(monkeypatch, extra_logit):
         results.append([y, first, *torch.autograd.grad(loss, x)])
     for value, expected in zip(*results, strict=True):
         torch.testing.assert_close(value, expected, rtol=1e-13, atol=1e-14)
+
+
+def test_head_product_derivatives_match_the_broadcast_product(monkeypatch):
+    from lamforge.nn import softmax as module
+
+    monkeypatch.setattr(module, "MIN_SIZE", 0)  # the hand-written path even on small inputs
+    generator = torch.Generator().manual_seed(4)
+    options = {"dtype": torch.float64, "generator": generator}
+    a = torch.randn(2, 3, 4, 5, **options).requires_grad_()
+    q = torch.randn(2, 3, 1, 5, **options).requires_grad_()
+    assert torch.autograd.gradcheck(module.head_product, (a, q))
+    assert torch.autograd.gradgradcheck(module.head_product, (a, q))
+    results = []
+    for function in (module.head_product, torch.mul):
+        y = function(a, q)
+        weight = torch.linspace(-1.0, 1.0, y.numel(), dtype=y.dtype).view_as(y)
+        first = torch.autograd.grad((y * weight).sum(), (a, q), create_graph=True)
+        loss = (y**3).sum() + sum((grad * grad.detach().cos()).sum() for grad in first)
+        results.append([y, *first, *torch.autograd.grad(loss, (a, q))])
+    for value, expected in zip(*results, strict=True):
+        torch.testing.assert_close(value, expected, rtol=1e-13, atol=1e-13)
