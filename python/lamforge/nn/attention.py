@@ -16,6 +16,7 @@ from torch import nn
 
 from lamforge import kernels
 from lamforge.nn.layers import DenseLayer
+from lamforge.nn.softmax import head_product, softmax
 
 ATTENTION_SHIFT = 20.0
 
@@ -32,11 +33,10 @@ def smooth_softmax(logits: torch.Tensor, num_trimmed: int | torch.SymInt) -> tor
     """
     if isinstance(num_trimmed, int):
         if num_trimmed == 0:
-            return torch.softmax(logits, dim=-1)
-        extra = torch.full_like(logits[..., :1], math.log(num_trimmed) - ATTENTION_SHIFT)
-    else:
-        extra = torch.full_like(logits[..., :1], num_trimmed).log() - ATTENTION_SHIFT
-    return torch.softmax(torch.cat([logits, extra], dim=-1), dim=-1)[..., :-1]
+            return softmax(logits)
+        return softmax(logits, math.log(num_trimmed) - ATTENTION_SHIFT)
+    extra = torch.full_like(logits[..., :1], num_trimmed).log() - ATTENTION_SHIFT
+    return softmax(torch.cat([logits, extra], dim=-1))[..., :-1]
 
 
 class PairAttentionMap(nn.Module):
@@ -83,47 +83,71 @@ class PairAttentionMap(nn.Module):
             num_trimmed: empty slots removed beyond ``num_slots`` (see :func:`smooth_softmax`).
 
         Returns:
-            [num_atoms, num_heads, num_slots, num_slots] = softmax(...)_jk · (h2_j · h2_k) / √3
-            (deepmd-kit returns the heads last; heads first saves two copies per use).
+            [num_atoms, num_slots, num_heads, num_slots] = softmax(...)_jk · (h2_j · h2_k) / √3
+            for (j, head, k) (deepmd-kit returns the heads last; this layout makes every use of
+            the weights a plain matrix product over the flattened (j, head) rows).
         """
+        num_atoms, num_slots, _ = g2.shape
+        # The fused map has no term for trimmed slots: use it only when nothing was trimmed.
+        if kernels.fused_enabled(g2) and num_trimmed == 0:
+            query, key = self._query_key(g2)
+            # The kernel returns [atoms, N, N, heads] (a view of a head-major tensor).
+            return kernels.pair_attention_weights(
+                query, key, h2, switch, mask, smooth=self.smooth, gate=self.has_gate
+            ).permute(0, 1, 3, 2)
+        # h2_j · h2_k, [atoms, slots, 1, slots]: the gate and the angular factor.
+        overlap = torch.matmul(h2, h2.transpose(-1, -2)).unsqueeze(2)
+        logits = self._dot_products(g2)
+        if self.smooth and isinstance(num_trimmed, int):
+            return self._smooth_weights(logits, overlap, switch, num_trimmed)
+        logits = logits / self.hidden_dim**0.5
+        if self.has_gate:
+            logits = logits * overlap
+        if self.smooth:
+            pair_switch = switch[:, :, None, None] * switch[:, None, None, :]
+            logits = (logits + ATTENTION_SHIFT) * pair_switch - ATTENTION_SHIFT
+            weights = smooth_softmax(logits, num_trimmed)
+            # The pair switch is zero in empty rows and columns, so it does the masking too; it
+            # and the angular factor are multiplied on the head-free [atoms, slots, 1, slots]
+            # tensors, leaving one product over the heads (also in the double backward).
+            return weights * (pair_switch * (overlap / 3.0**0.5))
+        column_empty = ~mask[:, None, None, :]
+        row_empty = ~mask[:, :, None, None]
+        weights = softmax(logits.masked_fill(column_empty, float("-inf")))
+        weights = weights.masked_fill(column_empty, 0.0).masked_fill(row_empty, 0.0)
+        return weights * (overlap / 3.0**0.5)
+
+    def _query_key(self, g2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries and keys, each [atoms, heads, slots, hidden] (for the fused kernel)."""
         num_atoms, num_slots, _ = g2.shape
         projected = self.query_key(g2).view(
             num_atoms, num_slots, self.hidden_dim, 2 * self.num_heads
         )
         projected = projected.permute(0, 3, 1, 2)  # [atoms, 2·heads, slots, hidden]
         query, key = torch.split(projected, self.num_heads, dim=1)
-        # The fused map has no term for trimmed slots: use it only when nothing was trimmed.
-        if kernels.fused_enabled(g2) and num_trimmed == 0:
-            # The kernel returns [atoms, N, N, heads] (a view of a head-major tensor); this
-            # module's layout is heads-first.
-            return kernels.pair_attention_weights(
-                query, key, h2, switch, mask, smooth=self.smooth, gate=self.has_gate
-            ).permute(0, 3, 1, 2)
-        # h2_j · h2_k, [atoms, 1, slots, slots]: the gate and the angular factor.
-        overlap = torch.matmul(h2, h2.transpose(-1, -2)).unsqueeze(1)
-        if self.smooth and isinstance(num_trimmed, int):
-            return self._smooth_weights(query, key, overlap, switch, num_trimmed)
-        logits = torch.matmul(query, key.transpose(-1, -2)) / self.hidden_dim**0.5
-        if self.has_gate:
-            logits = logits * overlap
-        if self.smooth:
-            pair_switch = switch[:, None, :, None] * switch[:, None, None, :]
-            logits = (logits + ATTENTION_SHIFT) * pair_switch - ATTENTION_SHIFT
-            weights = smooth_softmax(logits, num_trimmed)
-            # The pair switch is zero in empty rows and columns, so it does the masking too; it
-            # and the angular factor are multiplied on the head-free [atoms, 1, slots, slots]
-            # tensors, leaving one product over the heads (also in the double backward).
-            return weights * (pair_switch * (overlap / 3.0**0.5))
-        column_empty = ~mask[:, None, None, :]
-        row_empty = ~mask[:, None, :, None]
-        weights = torch.softmax(logits.masked_fill(column_empty, float("-inf")), dim=-1)
-        weights = weights.masked_fill(column_empty, 0.0).masked_fill(row_empty, 0.0)
-        return weights * (overlap / 3.0**0.5)
+        return query, key
+
+    def _dot_products(self, g2: torch.Tensor) -> torch.Tensor:
+        """q_hj · k_hk = g2_j (Q_h K_hᵀ) g2_kᵀ, [atoms, slots, heads, slots].
+
+        Q_h and K_h [g2_dim, hidden] are head h's columns of ``query_key`` (column m·2H + h for
+        the query, m·2H + H + h for the key): multiplying the weights first (a [g2_dim, g2_dim]
+        matrix per head) gives the same dot products as projecting queries and keys, with a
+        projection half as wide, no head-major copies and one batched product per centre over
+        the flattened (slot, head) rows.
+        """
+        num_atoms, num_slots, dim = g2.shape
+        heads = self.num_heads
+        weight = self.query_key.weight.view(dim, self.hidden_dim, 2 * heads)
+        # [dim, heads·dim], column h·dim + b: Q_h K_hᵀ of every head side by side.
+        bilinear = torch.einsum("amh,bmh->ahb", weight[..., :heads], weight[..., heads:])
+        left = torch.matmul(g2, bilinear.reshape(dim, heads * dim))
+        products = torch.matmul(left.view(num_atoms, num_slots * heads, dim), g2.transpose(1, 2))
+        return products.view(num_atoms, num_slots, heads, num_slots)
 
     def _smooth_weights(
         self,
-        query: torch.Tensor,
-        key: torch.Tensor,
+        products: torch.Tensor,
         overlap: torch.Tensor,
         switch: torch.Tensor,
         num_trimmed: int,
@@ -134,28 +158,21 @@ class PairAttentionMap(nn.Module):
 
             (ℓ·o + 20)·sw_jk - 20 = (q·k)·(o·sw_jk/√d) + 20·(sw_jk - 1),
 
-        whose two factors are head-free [atoms, 1, slots, slots] tensors (the same value up to
-        rounding). The column of the trimmed slots (see :func:`smooth_softmax`) comes from a zero
-        key row, a zero factor and the offset ln(num_trimmed) - 20, so no head-wide tensor is
-        copied to append it.
+        whose two factors are head-free [atoms, slots, 1, slots] tensors (the same value up to
+        rounding). The column of the trimmed slots (see :func:`smooth_softmax`) has the constant
+        logit ln(num_trimmed) - 20, which the softmax takes as an argument: no head-wide tensor
+        is copied to append it.
         """
-        pair_switch = switch[:, None, :, None] * switch[:, None, None, :]
+        pair_switch = switch[:, :, None, None] * switch[:, None, None, :]
         factor = pair_switch * (1.0 / self.hidden_dim**0.5)
         if self.has_gate:
             factor = factor * overlap
         offset = pair_switch * ATTENTION_SHIFT - ATTENTION_SHIFT
-        if num_trimmed > 0:
-            key = torch.cat([key, key.new_zeros(*key.shape[:-2], 1, key.shape[-1])], dim=-2)
-            factor = torch.nn.functional.pad(factor, (0, 1))
-            offset = torch.nn.functional.pad(
-                offset, (0, 1), value=math.log(num_trimmed) - ATTENTION_SHIFT
-            )
-        logits = torch.addcmul(offset, torch.matmul(query, key.transpose(-1, -2)), factor)
-        weights = torch.softmax(logits, dim=-1)
-        if num_trimmed > 0:
-            weights = weights[..., :-1]
+        logits = head_product(products, factor).add_(offset)
+        extra = math.log(num_trimmed) - ATTENTION_SHIFT if num_trimmed > 0 else None
+        weights = softmax(logits, extra)
         # The pair switch is zero in empty rows and columns, so it does the masking too.
-        return weights * (pair_switch * (overlap / 3.0**0.5))
+        return head_product(weights, pair_switch * (overlap / 3.0**0.5))
 
 
 class PairAttentionValues(nn.Module):
@@ -174,25 +191,22 @@ class PairAttentionValues(nn.Module):
         self.head_map = DenseLayer(dim * num_heads, dim, dtype=dtype, generator=generator)
 
     def forward(self, weights: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
-        """Weights [atoms, heads, slots, slots], g2 [atoms, slots, d2] -> [atoms, slots, d2].
+        """Weights [atoms, slots, heads, slots], g2 [atoms, slots, d2] -> [atoms, slots, d2].
 
-        o_j = Σ_h (Σ_k AA_hjk g2_k V_h) O_h + b = Σ_{h,k} AA_hjk (g2_k (V_h O_h)) + b, with V_h
-        and O_h the head's columns of ``value`` and rows of ``head_map``: the heads are folded
-        into the weights, and one matmul per centre contracts over heads and slots together
-        (larger, faster matrix products than one per head, and no head_map product).
+        o_j = Σ_h (Σ_k AA_jhk g2_k V_h) O_h + b = Σ_h (Σ_k AA_jhk g2_k) (V_h O_h) + b, with V_h
+        and O_h the head's columns of ``value`` and rows of ``head_map``: one batched product
+        per centre over the (slot, head) rows of the weights, then one matrix product over all
+        pairs against every head's V_h O_h stacked (no head_map product, no copies).
         """
         num_atoms, num_slots, dim = g2.shape
         heads = self.num_heads
         # Column c·heads + h of ``value`` and row c·heads + h of ``head_map`` belong to head h.
         value = self.value.weight.view(dim, dim, heads).permute(2, 0, 1)
         head_map = self.head_map.weight.view(dim, heads, dim).permute(1, 0, 2)
-        # [dim, heads·dim], column h·dim + c: every head's V_h O_h side by side, so that one
-        # matrix product over all pairs gives g2_k (V_h O_h) in rows (k, h) of each centre (a
-        # broadcast product per head runs as many tiny batched products, about half as fast).
-        folded = torch.matmul(value, head_map).permute(1, 0, 2).reshape(dim, heads * dim)
-        per_head = torch.matmul(g2.reshape(-1, dim), folded)
-        stacked = weights.permute(0, 2, 3, 1).reshape(num_atoms, num_slots, num_slots * heads)
-        out = torch.matmul(stacked, per_head.view(num_atoms, num_slots * heads, dim))
+        # [heads·dim, dim], row h·dim + c: every head's V_h O_h stacked.
+        folded = torch.matmul(value, head_map).reshape(heads * dim, dim)
+        mixed = torch.matmul(weights.reshape(num_atoms, num_slots * heads, num_slots), g2)
+        out = torch.matmul(mixed.view(num_atoms, num_slots, heads * dim), folded)
         return out if self.head_map.bias is None else out + self.head_map.bias
 
 
@@ -210,9 +224,11 @@ class PairAttentionVectors(nn.Module):
         self.head_map = DenseLayer(num_heads, 1, bias=False, dtype=dtype, generator=generator)
 
     def forward(self, weights: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
-        """Weights [atoms, heads, slots, slots], h2 [atoms, slots, 3] -> [atoms, slots, 3]."""
-        per_head = torch.matmul(weights, h2.unsqueeze(1))
-        return self.head_map(per_head.permute(0, 2, 3, 1)).squeeze(-1)
+        """Weights [atoms, slots, heads, slots], h2 [atoms, slots, 3] -> [atoms, slots, 3]."""
+        num_atoms, num_slots, heads, _ = weights.shape
+        per_head = torch.matmul(weights.reshape(num_atoms, num_slots * heads, num_slots), h2)
+        per_head = per_head.view(num_atoms, num_slots, heads, 3).transpose(-1, -2)
+        return self.head_map(per_head).squeeze(-1)
 
 
 class LocalAttention(nn.Module):
@@ -278,7 +294,7 @@ class LocalAttention(nn.Module):
             # The switch is zero in empty slots: it masks them as well.
             weights = smooth_softmax(logits, num_trimmed) * switch.unsqueeze(-2)
         else:
-            weights = torch.softmax(logits.masked_fill(empty, float("-inf")), dim=-1)
+            weights = softmax(logits.masked_fill(empty, float("-inf")))
             weights = weights.masked_fill(empty, 0.0)
         out = torch.matmul(weights.unsqueeze(-2), value).squeeze(-2).reshape(num_atoms, heads * dim)
         return self.head_map(out)

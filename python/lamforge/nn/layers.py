@@ -14,6 +14,21 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from lamforge.nn.contraction import tanh_contract
+
+# Tensors with fewer elements use autograd's derivatives (tanh_backward's, the contraction's): there
+# the Python overhead of a hand-written Function outweighs the memory it saves.
+HAND_DERIVATIVE_MIN_SIZE = 1 << 14
+
+
+def is_small(x: torch.Tensor, limit: int) -> bool:
+    """Whether ``x`` has fewer than ``limit`` elements.
+
+    Never for a symbolic size: export traces one branch for every size, taking no size guard.
+    """
+    size = x.numel()
+    return isinstance(size, int) and size < limit
+
 
 class _SigmoidTanh(torch.autograd.Function):
     """tanh(x) = 2·sigmoid(2x) - 1, with tanh's own backward (twice differentiable).
@@ -34,8 +49,39 @@ class _SigmoidTanh(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
         (y,) = ctx.saved_tensors
-        # aten's tanh_backward, grad · (1 - y²), has its own derivative: double backward works.
+        if is_small(y, HAND_DERIVATIVE_MIN_SIZE):
+            # Small tensors: autograd's own derivative costs less than a Python Function call.
+            return torch.ops.aten.tanh_backward(grad, y)
+        return _TanhGradient.apply(grad, y)
+
+
+class _TanhGradient(torch.autograd.Function):
+    """aten's ``tanh_backward``, grad · (1 - y²), with a leaner derivative of its own.
+
+    autograd's derivative of ``tanh_backward`` builds ∂/∂y = gg · (-2 · y · grad) from three
+    fresh tensors; training on forces runs it on every tanh of the model (the pair and triplet
+    tensors are the largest). Here it is one fresh tensor and two in-place products when no
+    higher derivative is being recorded; with ``create_graph`` (a third derivative, e.g. the
+    distillation's Hessian-vector products) the same formula runs as ordinary tensor operations.
+    """
+
+    @staticmethod
+    def forward(ctx, grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(grad, y)
         return torch.ops.aten.tanh_backward(grad, y)
+
+    @staticmethod
+    def backward(ctx, upstream: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
+        grad, y = ctx.saved_tensors
+        grad_grad = grad_y = None
+        if ctx.needs_input_grad[0]:
+            grad_grad = _TanhGradient.apply(upstream, y)
+        if ctx.needs_input_grad[1]:
+            if torch.is_grad_enabled():
+                grad_y = upstream * grad * y * -2.0
+            else:
+                grad_y = torch.mul(upstream, grad).mul_(y).mul_(-2.0)
+        return grad_grad, grad_y
 
 
 def tanh(x: torch.Tensor) -> torch.Tensor:
@@ -163,6 +209,16 @@ class DenseLayer(nn.Module):
             [..., M, num_out].
         """
         x = x.reshape(*left.shape[:-2], left.shape[-1], self.num_in)
+        if (
+            self.activation_name == "tanh"
+            and self.timestep is None
+            and x.device.type == "cpu"
+            and not torch.compiler.is_compiling()
+            and not is_small(x, HAND_DERIVATIVE_MIN_SIZE)
+        ):
+            # Derivatives by hand, far fewer fresh pair-sized tensors (lamforge.nn.contraction).
+            pre = torch.nn.functional.linear(x, self.weight.t(), self.bias)
+            return tanh_contract(left, pre, x if self.has_skip else None)
         activated = self.activation(torch.nn.functional.linear(x, self.weight.t(), self.bias))
         if self.timestep is not None:
             activated = activated * self.timestep

@@ -83,16 +83,9 @@ class RepformerBlock(_StatisticsBlock):
         env, switch = self.normalised_environment(geometry, atom_types)
         mask = geometry.mask
         g1 = self.activation(g1)
-        if self.direct_dist:
-            vectors = geometry.vectors.to(env.dtype) * mask.unsqueeze(-1)
-            safe = torch.where(mask.unsqueeze(-1), vectors, torch.ones_like(vectors))
-            length = torch.linalg.norm(safe, dim=-1, keepdim=True) * mask.unsqueeze(-1)
-            g2, h2 = length / self.cutoff, vectors / self.cutoff
-        else:
-            g2, h2 = torch.split(env, [1, 3], dim=-1)
-        g2 = self.activation(self.g2_embd(g2))
         groups = self._center_groups(mask, g1) if group else None
         if groups is None:
+            g2, h2 = self._pair_channels(env, geometry.vectors, mask)
             num_trimmed = self.max_neighbors - mask.shape[1]
             for layer in self.layers:
                 g1, g2, h2 = layer(g1, g2, h2, geometry.index, mask, switch, num_trimmed)
@@ -110,7 +103,13 @@ class RepformerBlock(_StatisticsBlock):
         for centers in groups:
             width = max(int((mask[centers] * slot_numbers).amax()), 1)
             group_mask = mask[centers, :width]
-            pairs.append((g2[centers, :width], h2[centers, :width]))
+            # The pair channels of the group's slots only (its 4 environment columns are
+            # selected, not the g2_dim-wide g2, which is also computed for those slots only).
+            pairs.append(
+                self._pair_channels(
+                    env[centers, :width], geometry.vectors[centers, :width], group_mask
+                )
+            )
             centre_groups.append(
                 CentreGroup(
                     rows=slice(start, start + centers.shape[0]),
@@ -125,6 +124,19 @@ class RepformerBlock(_StatisticsBlock):
         for layer in self.layers:
             g1, pairs = layer.forward_groups(g1, pairs, centre_groups)
         return g1[inverse]
+
+    def _pair_channels(
+        self, env: torch.Tensor, vectors: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """g2⁰ [n, N, g2_dim] and h2⁰ [n, N, 3] of some slots (env [n, N, 4], vectors, mask)."""
+        if self.direct_dist:
+            vectors = vectors.to(env.dtype) * mask.unsqueeze(-1)
+            safe = torch.where(mask.unsqueeze(-1), vectors, torch.ones_like(vectors))
+            length = torch.linalg.norm(safe, dim=-1, keepdim=True) * mask.unsqueeze(-1)
+            g2, h2 = length / self.cutoff, vectors / self.cutoff
+        else:
+            g2, h2 = torch.split(env, [1, 3], dim=-1)
+        return self.activation(self.g2_embd(g2)), h2
 
     @staticmethod
     def _slot_numbers(mask: torch.Tensor) -> torch.Tensor:

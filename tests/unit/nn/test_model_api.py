@@ -369,8 +369,12 @@ def test_three_body_pair_list_equals_every_slot_pair(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_cpu_tanh_matches_torch_tanh_and_its_derivatives(dtype):
+def test_cpu_tanh_matches_torch_tanh_and_its_derivatives(dtype, monkeypatch):
+    from lamforge.nn import layers
     from lamforge.nn.layers import tanh
+
+    # The hand-written second derivative even on this small sample.
+    monkeypatch.setattr(layers, "HAND_DERIVATIVE_MIN_SIZE", 0)
 
     x = torch.linspace(-30.0, 30.0, 2001, dtype=dtype)
     x = torch.cat([x, torch.tensor([0.0, 1e-300 if dtype == torch.float64 else 1e-30])])
@@ -379,6 +383,12 @@ def test_cpu_tanh_matches_torch_tanh_and_its_derivatives(dtype):
     sample = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(tanh, (sample,))
     assert torch.autograd.gradgradcheck(tanh, (sample,))
+    # The second derivative without create_graph (the in-place path of a training step).
+    second = []
+    for function in (tanh, torch.tanh):
+        (first,) = torch.autograd.grad(function(sample).sum(), sample, create_graph=True)
+        second.append(torch.autograd.grad((first**2).sum(), sample)[0])
+    assert torch.allclose(second[0], second[1], rtol=0, atol=1e-14)
 
 
 @pytest.mark.parametrize("variant", ["new", "old_strip", "incr_direct"])
