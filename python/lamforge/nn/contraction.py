@@ -72,6 +72,23 @@ def tanh_contract(left: torch.Tensor, z: torch.Tensor, x: torch.Tensor | None) -
     return out.view(*batch, *out.shape[-2:])
 
 
+def _first_derivatives(
+    grad: torch.Tensor, left: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(∂/∂L, ∂/∂z, ∂/∂x) of the module docstring for the upstream ``grad`` (3-d tensors)."""
+    left_t = left.transpose(-1, -2)
+    grad_z = torch.matmul(left_t, grad)
+    torch.ops.aten.tanh_backward.grad_input(grad_z, y, grad_input=grad_z)
+    grad_left = torch.matmul(grad, y.transpose(-1, -2))
+    if x.numel() > 0:
+        skip_grad = _skip_adjoint(grad, x.shape[-1])
+        grad_x = torch.matmul(left_t, skip_grad)
+        grad_left = grad_left.baddbmm(skip_grad, x.transpose(-1, -2))
+    else:
+        grad_x = x.new_zeros(0)
+    return grad_left, grad_z, grad_x
+
+
 class _TanhContract(torch.autograd.Function):
     @staticmethod
     def forward(ctx, left: torch.Tensor, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -86,7 +103,10 @@ class _TanhContract(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
         left, z, x, y = ctx.saved_tensors
-        grad_left, grad_z, grad_x = _TanhContractGradient.apply(grad, left, z, x, y)
+        if torch.is_grad_enabled():
+            grad_left, grad_z, grad_x = _TanhContractGradient.apply(grad, left, z, x, y)
+        else:  # nothing recorded (no create_graph): the plain operations
+            grad_left, grad_z, grad_x = _first_derivatives(grad, left, x, y)
         return (
             grad_left if ctx.needs_input_grad[0] else None,
             grad_z if ctx.needs_input_grad[1] else None,
@@ -105,17 +125,7 @@ class _TanhContractGradient(torch.autograd.Function):
         y: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ctx.save_for_backward(grad, left, z, x, y)
-        left_t = left.transpose(-1, -2)
-        grad_z = torch.matmul(left_t, grad)
-        torch.ops.aten.tanh_backward.grad_input(grad_z, y, grad_input=grad_z)
-        grad_left = torch.matmul(grad, y.transpose(-1, -2))
-        if x.numel() > 0:
-            skip_grad = _skip_adjoint(grad, x.shape[-1])
-            grad_x = torch.matmul(left_t, skip_grad)
-            grad_left = grad_left.baddbmm(skip_grad, x.transpose(-1, -2))
-        else:
-            grad_x = x.new_zeros(0)
-        return grad_left, grad_z, grad_x
+        return _first_derivatives(grad, left, x, y)
 
     @staticmethod
     def backward(  # noqa: D102

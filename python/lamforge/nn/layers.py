@@ -49,8 +49,8 @@ class _SigmoidTanh(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
         (y,) = ctx.saved_tensors
-        if is_small(y, HAND_DERIVATIVE_MIN_SIZE):
-            # Small tensors: autograd's own derivative costs less than a Python Function call.
+        if not torch.is_grad_enabled() or is_small(y, HAND_DERIVATIVE_MIN_SIZE):
+            # Nothing recorded (no create_graph), or small tensors: the plain operation.
             return torch.ops.aten.tanh_backward(grad, y)
         return _TanhGradient.apply(grad, y)
 

@@ -55,6 +55,8 @@ class _Softmax(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: D102
         (y,) = ctx.saved_tensors
+        if not torch.is_grad_enabled():  # nothing recorded: the plain operation
+            return torch.ops.aten._softmax_backward_data(grad, y, -1, y.dtype), None
         return _SoftmaxGradient.apply(grad, y), None
 
 
@@ -114,6 +116,8 @@ class _HeadProduct(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
         a, q = ctx.saved_tensors
+        if not torch.is_grad_enabled():  # nothing recorded: the plain operations
+            return grad * q, _head_sum_of_products(grad, a)
         return _HeadProductGradient.apply(grad, a, q)
 
 
