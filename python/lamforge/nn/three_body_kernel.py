@@ -337,14 +337,13 @@ def three_body_sum(
     if any(p is not None and p.dtype != dtype for p in [table, *params]):
         raise TypeError(f"three_body_sum: parameters must be {dtype}")
     skips = tuple(_skip_code(layer) for layer in layers[1:])
+    weight = weight.to(dtype)
+    if not torch.is_grad_enabled():
+        # No graph (inside a Function's forward needs_input_grad cannot tell): save nothing.
+        net = _Net(table, layers[0].weight[0], params, skips)
+        rows = _rows(cosine, weight, row_type, segment, num_segments)
+        out, _ = _core().three_body_forward(net.arrays(), rows, "nothing", torch.get_num_threads())
+        return torch.from_numpy(out)
     return _ThreeBodySum.apply(
-        cosine,
-        weight.to(dtype),
-        row_type,
-        segment,
-        num_segments,
-        skips,
-        table,
-        layers[0].weight[0],
-        *params,
+        cosine, weight, row_type, segment, num_segments, skips, table, layers[0].weight[0], *params
     )

@@ -233,3 +233,14 @@ def test_single_input_backward_keeps_only_the_cosine_factors():
         # create_graph, or outside input_gradients_only (parameter gradients may be wanted).
         with pytest.raises(RuntimeError, match=message):
             torch.autograd.grad(out, cosine, upstream, create_graph=create_graph)
+
+
+def test_no_grad_gives_the_same_sums_without_a_graph():
+    layers = _layers((2, 4, 8), True, torch.float64, seed=17)
+    cosine, weight, row_type, segment = _rows(40, 3, 3, torch.float64, seed=18)
+    table = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    args = (cosine, weight, row_type, segment, 3, table, layers)
+    with torch.no_grad():
+        plain = kernel.three_body_sum(*args)
+    assert not plain.requires_grad
+    assert torch.equal(plain, kernel.three_body_sum(*args).detach())
