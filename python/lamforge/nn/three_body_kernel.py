@@ -2,7 +2,7 @@
 
 The repinit three-body branch (:class:`lamforge.nn.repinit.ThreeBodyBlock`) sums a small tanh net
 (deepmd-kit ``three_body_neuron``, 2 -> 4 -> 8 in the shipped presets) over every neighbour pair of
-every centre, ~100,000 pairs for 192 water molecules' atoms. As PyTorch operations each
+every centre, ~100,000 pairs for a 192-atom water box. As PyTorch operations each
 derivative order is a dozen passes over ``[pairs, width]`` tensors, most of the branch's time.
 ``lamforge._core.three_body_*`` evaluate the whole net per pair in registers instead:
 
