@@ -659,6 +659,7 @@ fn sum_parts<T: Real>(mut parts: Vec<Vec<T>>, len: usize) -> Vec<T> {
 
 /// The widest vector instructions of this CPU the chunk functions have a copy for.
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum Vectors {
     /// The build's baseline (SSE2 on x86-64).
     Baseline,
