@@ -623,8 +623,14 @@ impl<T: Real> Workspace<T> {
                 grads.first_weight[j][b] += rows.cosine[b] * z_bar[b];
                 cosine_bar[b] += w * z_bar[b];
             }
-            for b in 0..rows.len {
-                grads.table[rows.row_type[b] * width + j] += z_bar[b];
+            // Kept for the scatter below (the first layer's adjoints are not read again).
+            self.adjoint[j] = z_bar;
+        }
+        // Row by row, the row's channels inner (rows share row types: no chain on one address).
+        for b in 0..rows.len {
+            let target = &mut grads.table[rows.row_type[b] * width..][..width];
+            for (j, value) in target.iter_mut().enumerate() {
+                *value += self.adjoint[j][b];
             }
         }
         cosine_bar
@@ -830,6 +836,7 @@ fn double_backward_chunk<T: Real>(
     let mut grad_grad_out = vec![T::zero(); rows.num_segments * width_out];
     let mut cosine_grads = Vec::with_capacity(blocks.len() * BLOCK);
     let mut grads = LaneGrads::new(net);
+    let mut contributions = vec![[T::zero(); BLOCK]; width_out];
     let mut work = Workspace::new(net);
     for block in blocks {
         let block_rows = BlockRows::load(rows, block);
@@ -846,9 +853,8 @@ fn double_backward_chunk<T: Real>(
         for j in 0..width_out {
             let g = gather(grad_out, &block_rows, width_out, j);
             let (y, y_dot) = (work.output[last + j], work.tangent[last + j]);
-            for b in 0..block_rows.len {
-                let index = block_rows.segment[b] * width_out + j;
-                grad_grad_out[index] += factor[b] * (y[b] + block_rows.cosine[b] * y_dot[b]);
+            for b in 0..BLOCK {
+                contributions[j][b] = factor[b] * (y[b] + block_rows.cosine[b] * y_dot[b]);
             }
             let (adjoint, tangent_adjoint) = (
                 &mut work.adjoint[last + j],
@@ -858,6 +864,14 @@ fn double_backward_chunk<T: Real>(
                 explicit[b] += g[b] * y_dot[b];
                 adjoint[b] = factor[b] * g[b];
                 tangent_adjoint[b] = factor[b] * block_rows.cosine[b] * g[b];
+            }
+        }
+        // Row by row, the row's channels inner: rows of a block mostly share a segment, and
+        // channel-inner adds to different addresses instead of a chain on one.
+        for b in 0..block_rows.len {
+            let target = &mut grad_grad_out[block_rows.segment[b] * width_out..][..width_out];
+            for (j, value) in target.iter_mut().enumerate() {
+                *value += contributions[j][b];
             }
         }
         let through_net = work.reverse(net, &block_rows, true, &mut grads);
