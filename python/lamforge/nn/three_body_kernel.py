@@ -143,6 +143,20 @@ def _rows(cosine, weight, row_type, segment, num_segments: int):
     return (_array(cosine), _array(weight), _array(row_type), _array(segment), num_segments)
 
 
+def _save(ctx, tensors: Sequence[torch.Tensor], params: Sequence, num_segments: int, skips) -> None:
+    """Saves ``tensors`` and the per-layer parameters (None kept as a flag) for the backward."""
+    ctx.save_for_backward(*tensors, *[p if p is not None else torch.empty(0) for p in params])
+    ctx.present = [p is not None for p in params]
+    ctx.num_segments, ctx.skips = num_segments, skips
+
+
+def _restore(ctx, count: int) -> tuple[list[torch.Tensor], list]:
+    """The first ``count`` saved tensors and the parameters, as :func:`_save` got them."""
+    saved = ctx.saved_tensors
+    params = [p if present else None for p, present in zip(saved[count:], ctx.present, strict=True)]
+    return list(saved[:count]), params
+
+
 class _ThreeBodySum(torch.autograd.Function):
     """forward: the segment sums; backward: :class:`_ThreeBodyBackward` (differentiable)."""
 
@@ -165,24 +179,14 @@ class _ThreeBodySum(torch.autograd.Function):
         out, saved = _core().three_body_forward(net.arrays(), rows, save, torch.get_num_threads())
         ctx.save = save
         if save != "nothing":
-            ctx.save_for_backward(
-                cosine,
-                weight,
-                row_type,
-                segment,
-                torch.from_numpy(saved),
-                table,
-                first_weight,
-                *[p if p is not None else torch.empty(0) for p in params],
-            )
-            ctx.present = [p is not None for p in params]
-            ctx.num_segments, ctx.skips = num_segments, skips
+            tensors = (cosine, weight, row_type, segment, torch.from_numpy(saved), table)
+            _save(ctx, (*tensors, first_weight), params, num_segments, skips)
         return torch.from_numpy(out)
 
     @staticmethod
     def backward(ctx, grad_out):  # noqa: D102
-        cosine, weight, row_type, segment, saved, table, first_weight, *rest = ctx.saved_tensors
-        params = [p if present else None for p, present in zip(rest, ctx.present, strict=True)]
+        tensors, params = _restore(ctx, 7)
+        cosine, weight, row_type, segment, saved, table, first_weight = tensors
         needs = ctx.needs_input_grad
         if ctx.save == "cosine_factors":
             if torch.is_grad_enabled() or not getattr(_state, "inputs_only", False):
@@ -247,19 +251,8 @@ class _ThreeBodyBackward(torch.autograd.Function):
             with_params,
             torch.get_num_threads(),
         )
-        ctx.save_for_backward(
-            grad_out,
-            cosine,
-            weight,
-            row_type,
-            segment,
-            saved,
-            table,
-            first_weight,
-            *[p if p is not None else torch.empty(0) for p in params],
-        )
-        ctx.present = [p is not None for p in params]
-        ctx.num_segments, ctx.skips = num_segments, skips
+        tensors = (grad_out, cosine, weight, row_type, segment, saved, table, first_weight)
+        _save(ctx, tensors, params, num_segments, skips)
         param_grads = net.param_grads(grads, needs) if with_params else [None] * len(needs)
         return (torch.from_numpy(grad_cosine), *param_grads)
 
@@ -270,10 +263,8 @@ class _ThreeBodyBackward(torch.autograd.Function):
                 "the fused three-body net's parameter gradients are not differentiable "
                 "(set lamforge.nn.three_body_kernel.THREE_BODY_FUSED = False for higher orders)"
             )
-        grad_out, cosine, weight, row_type, segment, saved, table, first_weight, *rest = (
-            ctx.saved_tensors
-        )
-        params = [p if present else None for p, present in zip(rest, ctx.present, strict=True)]
+        tensors, params = _restore(ctx, 8)
+        grad_out, cosine, weight, row_type, segment, saved, table, first_weight = tensors
         num_inputs = 11 + len(params)
         if grad_grad_cosine is None:
             return (None,) * num_inputs
