@@ -14,7 +14,9 @@ float64) is built by deepmd-kit and saved as a training checkpoint; lamforge loa
   else the reference ASE builder of ``lamforge.testing``);
 * one training step: forward, forces with ``create_graph``, energy+force MSE loss, backward
   (lamforge: ``lamforge.train.step.backward_in_chunks``, the trainer's own step, which
-  back-propagates runs of whole frames one at a time).
+  back-propagates runs of whole frames one at a time, under the trainer's freed-memory policy
+  ``lamforge.memory.keep_freed_memory``, as ``lamforge train`` runs it; ``--plain-malloc`` times
+  it without).
 
 deepmd-kit evaluates frames of different sizes one at a time (its batches hold one composition),
 so an MPtrj "batch" is a loop over frames there and one flat batch in lamforge. Peak memory is the
@@ -238,7 +240,6 @@ def lamforge_steps(checkpoint: Path, frames: list):
 
     from lamforge.interop.deepmd import load_checkpoint
     from lamforge.nn import evaluate
-    from lamforge.testing.reference_neighbors import model_input
     from lamforge.train.loss import EnergyLabels, EnergyLoss, LossConfig, Prefactor
     from lamforge.train.step import EnergyForceModule, backward_in_chunks
     from lamforge.train.stream import TrainingBatch
@@ -248,7 +249,9 @@ def lamforge_steps(checkpoint: Path, frames: list):
     spec = model.descriptor.neighbor_specs()["repinit"]
     begin = time.process_time()
     inputs, builder = rust_model_input(frames, model.elements, spec)
-    if inputs is None:
+    if inputs is None:  # imported only here: ASE's neighbour list pulls in scipy (~30 MB)
+        from lamforge.testing.reference_neighbors import model_input
+
         inputs, builder = model_input(frames, model.elements, specs=[spec]), "ASE reference"
     neighbor_seconds = time.process_time() - begin
     force_label = torch.tensor(np.concatenate([a.arrays["label_forces"] for a in frames]))
@@ -333,6 +336,12 @@ def run_case(args: argparse.Namespace) -> None:
     for phase, step in (("inference", inference), ("train", train_step)):
         if phase == "train" and args.skip_train:
             continue
+        if phase == "train" and args.impl == "lamforge" and not args.plain_malloc:
+            from lamforge.memory import keep_freed_memory
+
+            # What the Trainer does at the start of a run (TrainerConfig.keep_freed_memory);
+            # inference above ran with the C library's defaults, as in an MD code.
+            keep_freed_memory()
         result[phase] = timed(step, args.min_repeats, args.min_seconds)
     print("RESULT " + json.dumps(result))
 
@@ -379,6 +388,8 @@ def measure(args: argparse.Namespace, impl: str, checkpoint: Path, system: str, 
     arguments += ["--min-seconds", str(args.min_seconds)]
     if system in args.skip_train_systems:
         arguments.append("--skip-train")
+    if args.plain_malloc:
+        arguments.append("--plain-malloc")
     output = call(arguments, threads, timeout=args.case_timeout)
     line = next(line for line in output.splitlines() if line.startswith("RESULT "))
     return json.loads(line[len("RESULT ") :])
@@ -495,6 +506,7 @@ def main() -> None:
     case.add_argument("--min-repeats", type=int, default=3)
     case.add_argument("--min-seconds", type=float, default=2.0)
     case.add_argument("--skip-train", action="store_true")
+    case.add_argument("--plain-malloc", action="store_true")
     make = commands.add_parser("make-checkpoint")
     make.add_argument("--preset", choices=sorted(PRESETS), required=True)
     make.add_argument("--out", required=True)
@@ -519,6 +531,10 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--case-timeout", type=float, default=900.0)
     parser.add_argument("--quick", action="store_true", help="1 repeat, no minimum time")
+    parser.add_argument(
+        "--plain-malloc", action="store_true",
+        help="lamforge's training step without the trainer's freed-memory policy",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.command == "case":
         run_case(args)

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from lamforge.data.batch import Batch
-from lamforge.data.loader import StoreLoader
 from lamforge.nn.inputs import ModelInput, NeighborList, atom_types_from_numbers
 from lamforge.train.loss import EnergyLabels
+
+if TYPE_CHECKING:  # the store loader pulls in polars, which in-memory training never needs
+    from lamforge.data.loader import StoreLoader
 
 
 @dataclass(kw_only=True)

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from lamforge.memory import keep_freed_memory
 from lamforge.nn.forces import evaluate
 from lamforge.train.checkpoint import CheckpointManager, load_file
 from lamforge.train.curves import CurveLog, CurveRow
@@ -72,6 +73,10 @@ class TrainerConfig:
             atoms (a larger frame alone), one backward each, so that the force-training graph of
             only one run is alive at a time (``lamforge.train.step``; the gradients are those of
             the whole batch). None: the whole batch in one backward.
+        keep_freed_memory: Let the process reuse the memory a step frees instead of returning it
+            to the OS (glibc; :func:`lamforge.memory.keep_freed_memory`): no page faults on fresh
+            pages each step, about 7 % of a small-system CPU training step, for up to 512 MiB of
+            freed memory kept resident between steps.
     """
 
     steps: int = 1000
@@ -84,6 +89,7 @@ class TrainerConfig:
     checkpoint_every: int = 100
     keep_last: int = 3
     max_atoms_per_chunk: int | None = DEFAULT_TRAINING_CHUNK_ATOMS
+    keep_freed_memory: bool = True
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -289,6 +295,8 @@ class Trainer:
         A Ctrl-C (KeyboardInterrupt) saves a checkpoint of the last completed step, then re-raises.
         """
         config = self.config
+        if config.keep_freed_memory:
+            keep_freed_memory()
         if resume:
             self.resume()
         log = CurveLog(self.output_dir / "curves.csv", resume_step=self.step if resume else None)
