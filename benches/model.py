@@ -87,7 +87,6 @@ def deepmd_model_params(preset: str, type_map: list[str]) -> dict:
 def systems(names: list[str]) -> dict[str, list]:
     """name -> list of ASE frames (with energy/forces labels in ``atoms.info``/``arrays``)."""
     from ase import Atoms
-    from ase.io import read
 
     out = {}
     water_types = np.loadtxt(WATER / "type.raw", dtype=int)
@@ -107,6 +106,8 @@ def systems(names: list[str]) -> dict[str, list]:
         big.info["energy"] = 8 * water.info["energy"]
         out["water1536"] = [big]
     if "mptrj" in names:
+        from ase.io import read  # pulls in scipy: the driver reads, the cases get save_frames
+
         frames = []
         for atoms in read(MPTRJ, index=":200"):
             if len(atoms) <= MPTRJ_MAX_ATOMS and len(frames) < MPTRJ_BATCH:
@@ -116,6 +117,44 @@ def systems(names: list[str]) -> dict[str, list]:
                 frames.append(atoms)
         out["mptrj"] = frames
     return out
+
+
+def save_frames(frames: list, path: Path) -> None:
+    """Frames as one plain ``.npz`` (concatenated arrays, no pickle) for :func:`load_frames`.
+
+    The timed subprocesses read it with NumPy alone: reading extxyz through ``ase.io`` would put
+    scipy's ~45 MB into both codes' measured peak memory.
+    """
+    np.savez(
+        path,
+        sizes=np.array([len(atoms) for atoms in frames]),
+        numbers=np.concatenate([atoms.numbers for atoms in frames]),
+        positions=np.concatenate([atoms.positions for atoms in frames]),
+        cells=np.stack([atoms.cell.array for atoms in frames]),
+        pbc=np.stack([atoms.pbc for atoms in frames]),
+        energies=np.array([atoms.info["energy"] for atoms in frames]),
+        forces=np.concatenate([atoms.arrays["label_forces"] for atoms in frames]),
+    )
+
+
+def load_frames(path: Path) -> list:
+    """The frames of :func:`save_frames`, as labelled ASE ``Atoms``."""
+    from ase import Atoms
+
+    data = np.load(path, allow_pickle=False)
+    ends = np.cumsum(data["sizes"])
+    frames = []
+    for index, (begin, end) in enumerate(zip(ends - data["sizes"], ends, strict=True)):
+        atoms = Atoms(
+            numbers=data["numbers"][begin:end],
+            positions=data["positions"][begin:end],
+            cell=data["cells"][index],
+            pbc=data["pbc"][index],
+        )
+        atoms.info["energy"] = float(data["energies"][index])
+        atoms.arrays["label_forces"] = data["forces"][begin:end]
+        frames.append(atoms)
+    return frames
 
 
 def type_map_of(frames_by_system: dict[str, list]) -> list[str]:
@@ -324,7 +363,7 @@ def run_case(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    frames = systems([args.system])[args.system]
+    frames = load_frames(Path(args.frames))
     if args.impl == "deepmd":
         inference, train_step = deepmd_steps(Path(args.checkpoint), frames)
         neighbors = (None, None)
@@ -382,8 +421,11 @@ def call(arguments: list[str], threads: int, timeout: float) -> str:
     return result.stdout
 
 
-def measure(args: argparse.Namespace, impl: str, checkpoint: Path, system: str, threads: int):
+def measure(
+    args: argparse.Namespace, impl: str, checkpoint: Path, system: str, threads: int, frames: Path
+):
     arguments = ["case", "--impl", impl, "--checkpoint", str(checkpoint), "--system", system]
+    arguments += ["--frames", str(frames)]
     arguments += ["--threads", str(threads), "--min-repeats", str(args.min_repeats)]
     arguments += ["--min-seconds", str(args.min_seconds)]
     if system in args.skip_train_systems:
@@ -452,9 +494,14 @@ def progress(row: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    type_map = type_map_of(systems(args.systems))
+    frames_by_system = systems(args.systems)
+    type_map = type_map_of(frames_by_system)
     rows = []
     with tempfile.TemporaryDirectory(prefix="lamforge-bench-") as workdir:
+        frame_files = {}
+        for system, frames in frames_by_system.items():
+            frame_files[system] = Path(workdir) / f"{system}.npz"
+            save_frames(frames, frame_files[system])
         for preset in args.presets:
             checkpoint = Path(workdir) / f"{preset}.ckpt.pt"
             call(
@@ -468,7 +515,11 @@ def run(args: argparse.Namespace) -> None:
                     rounds = {"deepmd": [], "lamforge": []}
                     for _ in range(args.rounds):
                         for impl in rounds:
-                            rounds[impl].append(measure(args, impl, checkpoint, system, threads))
+                            rounds[impl].append(
+                                measure(
+                                    args, impl, checkpoint, system, threads, frame_files[system]
+                                )
+                            )
                     for impl, results in rounds.items():
                         row[impl] = best_of_rounds(results)
                     difference = (
@@ -502,6 +553,7 @@ def main() -> None:
     case.add_argument("--impl", choices=["deepmd", "lamforge"], required=True)
     case.add_argument("--checkpoint", required=True)
     case.add_argument("--system", required=True)
+    case.add_argument("--frames", required=True, help="the system's frames (save_frames)")
     case.add_argument("--threads", type=int, required=True)
     case.add_argument("--min-repeats", type=int, default=3)
     case.add_argument("--min-seconds", type=float, default=2.0)
