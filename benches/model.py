@@ -31,7 +31,6 @@ Results: a Markdown table on stdout and JSON in ``bench-results/model.json``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -180,14 +179,6 @@ def make_checkpoint(preset: str, type_map: list[str], path: Path) -> None:
 # ----------------------------------------------------------------------------- one case
 
 
-def release_free_memory() -> None:
-    """Hand memory freed by the previous phase back to the OS (glibc keeps it otherwise)."""
-    import ctypes
-
-    with contextlib.suppress(OSError):  # not glibc: nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def memory_mb(field: str) -> float:
     """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -203,7 +194,9 @@ def timed(step, min_repeats: int, min_seconds: float) -> dict[str, float]:
     included): libraries, model and work memory; ``work_mb`` is that peak minus the resident size
     before the phase, i.e. what the computation itself needed.
     """
-    release_free_memory()
+    from lamforge.memory import release_freed_memory
+
+    release_freed_memory()  # what the previous phase freed goes back to the OS first
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
     baseline = memory_mb("VmRSS")
     step()
