@@ -184,6 +184,17 @@ def _validate_model_config(config: ModelConfig) -> None:
             f"repformer's, got repinit ({repinit.cutoff}, {repinit.max_neighbors}) and "
             f"repformer ({repformer.cutoff}, {repformer.max_neighbors})"
         )
+    # The g1 MLP (linear1) reads g1 itself unless g1_out_mlp, then only the pair terms feeding it.
+    if repformer.g1_out_mlp and not (
+        repformer.update_g1_has_grrg
+        or repformer.update_g1_has_drrd
+        or (repformer.update_g1_has_conv and not repformer.g1_out_conv)
+    ):
+        raise ValueError(
+            "repformer: the g1 MLP update (linear1) has no input: with g1_out_mlp on, turn on "
+            "update_g1_has_grrg, update_g1_has_drrd, or update_g1_has_conv with g1_out_conv off "
+            "(deepmd-kit cannot run this configuration either)"
+        )
     for name, block_cutoff, smooth in (
         ("repinit", repinit.cutoff, repinit.cutoff_smooth),
         ("repformer", repformer.cutoff, repformer.cutoff_smooth),

@@ -87,6 +87,22 @@ def test_config_rejects_inconsistent_cutoffs():
         )
 
 
+@pytest.mark.parametrize("g1_out_conv", [True, False])
+def test_config_rejects_a_g1_mlp_without_inputs(g1_out_conv):
+    config = tiny_config()
+    options = {"update_g1_has_grrg": False, "update_g1_has_drrd": False, "g1_out_mlp": True}
+    repformer = dataclasses.replace(
+        config.descriptor.repformer, g1_out_conv=g1_out_conv, **options
+    )
+    descriptor = dataclasses.replace(config.descriptor, repformer=repformer)
+    if g1_out_conv or not repformer.update_g1_has_conv:
+        with pytest.raises(ValueError, match=r"g1 MLP update \(linear1\) has no input"):
+            dataclasses.replace(config, descriptor=descriptor)
+    else:  # the conv term feeds the MLP
+        model = DPA2Model(dataclasses.replace(config, descriptor=descriptor))
+        assert model.descriptor.repformers.layers[0].linear1.weight.shape[0] > 0
+
+
 def test_derived_neighbor_block_equals_direct_block():
     frames = [periodic_frame(), molecule_frame()]
     derived = model_input(frames, ELEMENTS, [(4.0, 40)]).neighbor_list(3.0, 20)
