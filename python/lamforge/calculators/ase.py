@@ -7,6 +7,7 @@ reads; periodic images enter only through integer shifts. The stress is ``-viria
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -84,12 +85,14 @@ class LAMCalculator(Calculator):
         )
         # Per-structure constants, rebuilt only when the atoms change (not at every MD step).
         self._numbers: bytes | None = None
+        self._warned_dropped = False
         self._atom_types = self._frame_index = torch.zeros(0, dtype=torch.int64)
 
     def _inputs(self, atoms: Atoms) -> ModelInput:
         pbc = tuple(bool(p) for p in atoms.pbc)
         cell = atoms.cell.array if any(pbc) else None
         blocks = self.neighbors.blocks(atoms.positions, cell, pbc, atoms.numbers)
+        self._warn_dropped(atoms)
         numbers = atoms.numbers.tobytes()
         if numbers != self._numbers:
             types = atom_types_from_numbers(atoms.numbers, self.model.elements)
@@ -113,6 +116,33 @@ class LAMCalculator(Calculator):
                 for (cutoff, cap), (index, shifts) in zip(self.specs, blocks, strict=True)
             ),
         )  # fmt: skip
+
+    def _warn_dropped(self, atoms: Atoms) -> None:
+        """Warn (once per calculator) when a neighbour cap leaves neighbours out.
+
+        Like deepmd-kit, each block keeps an atom's nearest ``max_neighbors`` neighbours; beyond
+        that the energy is not a smooth function of the positions (a neighbour entering the cap
+        pushes another out), so MD and relaxations at such densities are unreliable.
+        """
+        dropped = [
+            (cutoff, cap, count)
+            for (cutoff, cap), count in zip(self.specs, self.neighbors.num_dropped, strict=True)
+            if count
+        ]
+        if not dropped or self._warned_dropped:
+            return
+        self._warned_dropped = True
+        details = "; ".join(
+            f"{count} pair(s) within {cutoff:g} Å beyond max_neighbors={cap}"
+            for cutoff, cap, count in dropped
+        )
+        warnings.warn(
+            f"LAMCalculator: {len(atoms)} atoms ({atoms.get_chemical_formula()}): {details}. "
+            "Each atom keeps its nearest neighbours only, so the energy is not smooth here; "
+            "this structure is denser than the model's neighbour caps allow.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
         """What changed since the last calculation, among what the model reads.

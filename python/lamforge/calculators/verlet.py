@@ -32,6 +32,8 @@ class VerletNeighbors:
         self.skin = skin
         self.num_threads = num_threads
         self.searches = 0
+        # Per spec, neighbours within the cutoff that the last call's cap left out.
+        self.num_dropped: list[int] = [0] * len(self.specs)
         self._reference: np.ndarray | None = None
         self._key: tuple | None = None
         self._pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -55,6 +57,7 @@ class VerletNeighbors:
         if self.skin == 0.0:
             self.searches += 1
             found = dense_neighbor_lists(positions, cell, pbc, self.specs, self.num_threads)
+            self.num_dropped = [block.num_dropped for block in found]
             return [(block.index, block.shifts) for block in found]
         key = (None if cell is None else cell.tobytes(), pbc, numbers.tobytes())
         if not self._valid(positions, key):
@@ -66,14 +69,19 @@ class VerletNeighbors:
         centers, neighbors, shifts = self._pairs
         offsets = shifts @ cell if cell is not None else np.zeros((len(centers), 3))
         distances = np.linalg.norm(positions[neighbors] - positions[centers] + offsets, axis=1)
-        return [
+        built = [
             _dense(len(positions), centers, neighbors, shifts, distances, cutoff, cap)
             for cutoff, cap in self.specs
         ]
+        self.num_dropped = [dropped for _, _, dropped in built]
+        return [(index, dense_shifts) for index, dense_shifts, _ in built]
 
 
 def _dense(num_atoms, centers, neighbors, shifts, distances, cutoff, cap):
-    """Pairs within ``cutoff``, sorted per centre by (distance, neighbour, shift), capped."""
+    """Pairs within ``cutoff``, sorted per centre by (distance, neighbour, shift), capped.
+
+    Returns (index, shifts, number of pairs within the cutoff the cap left out).
+    """
     keep = distances < cutoff
     centers, neighbors, shifts, distances = (
         centers[keep], neighbors[keep], shifts[keep], distances[keep],
@@ -87,4 +95,4 @@ def _dense(num_atoms, centers, neighbors, shifts, distances, cutoff, cap):
     dense_shifts = np.zeros((num_atoms, cap, 3), dtype=np.int64)
     index[centers[fits], slot[fits]] = neighbors[fits]
     dense_shifts[centers[fits], slot[fits]] = shifts[fits]
-    return index, dense_shifts
+    return index, dense_shifts, int(np.count_nonzero(~fits))

@@ -9,11 +9,13 @@ size through the same protocol.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+import torch
 
 from lamforge.data.batch import Batch
 from lamforge.nn.inputs import ModelInput, NeighborList, atom_types_from_numbers
@@ -108,6 +110,32 @@ class InMemoryStream:
         self.positions = dict(state["positions"])
 
 
+def warn_dropped_neighbors(batch: Batch) -> bool:
+    """Warn if a neighbour cap left pairs out of a frame of ``batch``; True if it warned.
+
+    The first such frame is named (dataset and frame id). Its atoms keep their nearest
+    neighbours, as in deepmd-kit, so the model sees a truncated environment there; the loader's
+    ``error_on_dropped`` turns this into an error instead.
+    """
+    for block in batch.neighbors:
+        frames = torch.nonzero(block.num_dropped).flatten()
+        if frames.numel() == 0:
+            continue
+        first = int(frames[0])
+        dataset = batch.dataset_names[int(batch.dataset_id[first])]
+        warnings.warn(
+            f"training data: frame {int(batch.frame_id[first])} of dataset {dataset!r} has "
+            f"{int(block.num_dropped[first])} pair(s) within {block.cutoff:g} Å beyond the "
+            f"{block.name} cap max_neighbors={block.max_neighbors} ({frames.numel()} frame(s) "
+            "of this batch are truncated; warned once). Those atoms keep their nearest "
+            "neighbours; raise the cap, or set the loader's error_on_dropped to stop instead.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return True
+    return False
+
+
 def training_batch(
     batch: Batch, elements: Sequence[str], tasks: Mapping[str, str]
 ) -> TrainingBatch:
@@ -171,6 +199,7 @@ class LoaderStream:
         self.elements = tuple(elements)
         self.tasks = dict(tasks)
         self._iterator: Iterator[Batch] | None = None
+        self._warned_dropped = False
 
     def next_batch(self) -> TrainingBatch:
         """The next batch; a finished epoch starts the next one."""
@@ -178,7 +207,10 @@ class LoaderStream:
             if self._iterator is None:
                 self._iterator = iter(self.loader)
             try:
-                return training_batch(next(self._iterator), self.elements, self.tasks)
+                batch = next(self._iterator)
+                if not self._warned_dropped:
+                    self._warned_dropped = warn_dropped_neighbors(batch)
+                return training_batch(batch, self.elements, self.tasks)
             except StopIteration:
                 self._iterator = None
                 self.loader.set_epoch(self.loader.epoch + 1)

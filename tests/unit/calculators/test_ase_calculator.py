@@ -149,3 +149,24 @@ def test_skin_reuse_equals_searching_every_step(model, name):
     np.testing.assert_allclose(runs[1.0][1], runs[0.0][1], rtol=0, atol=1e-10)
     assert runs[0.0][2] >= 16
     assert runs[1.0][2] < runs[0.0][2] / 2
+
+
+@pytest.mark.parametrize("skin", [0.0, 1.0])
+def test_warns_once_when_a_neighbour_cap_drops_neighbours(model, skin):
+    import warnings
+
+    normal = _structures()["bulk"]
+    normal.calc = LAMCalculator(model, skin=skin)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        normal.get_potential_energy()  # 18 neighbours within 4 Å: nothing dropped
+    # fcc at a = 2.9 Å: 42 neighbours within 4 Å (cap 40), 18 within 3 Å (cap 20).
+    dense = bulk("Cu", "fcc", a=2.9, cubic=True)
+    dense.calc = LAMCalculator(model, skin=skin)
+    with pytest.warns(RuntimeWarning, match=r"8 pair\(s\) within 4 Å beyond max_neighbors=40\."):
+        dense.get_potential_energy()
+    assert dense.calc.neighbors.num_dropped == [8, 0]
+    dense.rattle(0.01, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dense.get_potential_energy()  # warned once per calculator

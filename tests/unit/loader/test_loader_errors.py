@@ -129,6 +129,35 @@ def test_dropped_pairs_are_reported_or_raised(small_store):
         list(loader)
 
 
+def test_training_stream_warns_once_about_dropped_pairs(small_store):
+    import warnings
+
+    from ase.data import chemical_symbols
+
+    from lamforge.train.stream import LoaderStream
+
+    elements = tuple(chemical_symbols[1:])  # the random frames use any element
+    tight = (NeighborSpec(name="tight", cutoff=6.0, max_neighbors=4),)
+    with loader_for(small_store, neighbors=tight, batch_size=2, shuffle=False) as loader:
+        stream = LoaderStream(loader, elements, {"water": "default"})
+        with pytest.warns(
+            RuntimeWarning,
+            match=r"frame 0 of dataset 'water' has \d+ pair\(s\) within 6 Å beyond the tight "
+            r"cap max_neighbors=4 \(2 frame\(s\) of this batch",
+        ):
+            stream.next_batch()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            stream.next_batch()
+    roomy = (NeighborSpec(name="roomy", cutoff=3.0, max_neighbors=200),)
+    with (
+        loader_for(small_store, neighbors=roomy, batch_size=2, shuffle=False) as loader,
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("error")
+        LoaderStream(loader, elements, {"water": "default"}).next_batch()
+
+
 def test_bad_options_are_refused(small_store):
     with pytest.raises(ValueError, match="exactly one of batch_size"):
         loader_for(small_store, batch_size=None)

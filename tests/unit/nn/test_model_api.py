@@ -91,9 +91,7 @@ def test_config_rejects_inconsistent_cutoffs():
 def test_config_rejects_a_g1_mlp_without_inputs(g1_out_conv):
     config = tiny_config()
     options = {"update_g1_has_grrg": False, "update_g1_has_drrd": False, "g1_out_mlp": True}
-    repformer = dataclasses.replace(
-        config.descriptor.repformer, g1_out_conv=g1_out_conv, **options
-    )
+    repformer = dataclasses.replace(config.descriptor.repformer, g1_out_conv=g1_out_conv, **options)
     descriptor = dataclasses.replace(config.descriptor, repformer=repformer)
     if g1_out_conv or not repformer.update_g1_has_conv:
         with pytest.raises(ValueError, match=r"g1 MLP update \(linear1\) has no input"):
