@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lamforge import kernels
+from lamforge.nn import aggregate_kernel
 from lamforge.nn.attention import (
     LocalAttention,
     PairAttentionMap,
@@ -152,7 +153,11 @@ class RepformerLayer(nn.Module):
         g1: torch.Tensor,
         fused_index: torch.Tensor | None,
     ) -> torch.Tensor:
-        """c_i = norm · Σ_j (g2_ij W) ⊙ g1_j · sw_ij (new style) or g2_ij ⊙ (g1_j W) · sw_ij."""
+        """c_i = norm · Σ_j (g2_ij W) ⊙ g1_j · sw_ij (new style) or g2_ij ⊙ (g1_j W) · sw_ij.
+
+        ``g1`` is every atom's g1 (the table ``fused_index`` points into); the reference path
+        reads the gathered ``neighbor_g1`` instead.
+        """
         assert self.proj_g1g2 is not None
         if self.smooth:
             norm = (1.0 / float(self.config.max_neighbors)) * g2.new_ones(mask.shape[0], 1)
@@ -162,9 +167,14 @@ class RepformerLayer(nn.Module):
             # W has no bias, so projecting g1 before the gather equals projecting after it.
             out_conv = self.config.g1_out_conv
             node = g1 if out_conv else self.proj_g1g2(g1)
-            pair = self.proj_g1g2(g2) if out_conv else g2
             weight = switch if self.smooth else mask.type_as(g2)
-            return kernels.gather_product_sum(pair, node, fused_index, weight) * norm
+            if kernels.fused_enabled(g2):
+                pair = self.proj_g1g2(g2) if out_conv else g2
+                return kernels.gather_product_sum(pair, node, fused_index, weight) * norm
+            # CPU: the weight goes on the narrow g2 (before the bias-free projection).
+            pair = g2 * weight.unsqueeze(-1)
+            pair = self.proj_g1g2(pair) if out_conv else pair
+            return aggregate_kernel.gather_product_sum(pair, node, fused_index) * norm
         assert neighbor_g1 is not None
         if self.smooth:
             # sw (zero in empty slots) goes on the narrow g2 before the bias-free projection.
@@ -225,10 +235,12 @@ class RepformerLayer(nn.Module):
         Returns:
             The new g1 [num_atoms, d1] and the new (g2, h2) of every group.
         """
-        # The fused kernels gather g1 themselves for the conv and drrd terms (one group only).
+        # The fused kernels gather g1 themselves for the conv and drrd terms (one group only);
+        # on the CPU the Rust reductions do (any number of groups).
         fused = kernels.fused_enabled(g1)
         if fused and len(groups) > 1:
             raise ValueError("centre groups are for the reference path (fused kernels off)")
+        fused = fused or aggregate_kernel.applies(g1)
         new_pairs, pieces = [], []
         for (g2, h2), group in zip(pairs, groups, strict=True):
             new_pair, piece = self._group_updates(g1, g2, h2, group, fused)
@@ -285,7 +297,7 @@ class RepformerLayer(nn.Module):
                 centre_g1, g2, h2, neighbor_g1, mask, switch, group.num_trimmed
             )
         pieces = self._g1_pieces(
-            centre_g1, g2, h2, neighbor_g1, mask, switch, group.num_trimmed, fused_index
+            centre_g1, g2, h2, neighbor_g1, mask, switch, group.num_trimmed, fused_index, g1
         )
         if self.update_pairs:
             g2 = self._combine(g2_updates, self.g2_residual)
@@ -331,6 +343,7 @@ class RepformerLayer(nn.Module):
         switch: torch.Tensor,
         num_trimmed: int,
         fused_index: torch.Tensor | None,
+        nodes: torch.Tensor,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """The pair-dependent g1 terms of some centres (g1 [n, d1] is theirs).
 
@@ -339,13 +352,14 @@ class RepformerLayer(nn.Module):
             unless g1_out_conv, grrg, drrd, in linear1's column order) [n, k]; the local
             attention update [n, d1]. The self-MLP and the MLP itself are the caller's.
 
-        ``fused_index`` is the neighbour index on the fused path (None on the reference path).
+        ``fused_index`` is the neighbour index on the fused path (None on the reference path),
+        into ``nodes``, the g1 of all atoms [num_atoms, d1].
         """
         c = self.config
         conv_update = None
         mlp_inputs = []
         if c.update_g1_has_conv:
-            conv = self._convolution(neighbor_g1, g2, mask, switch, g1, fused_index)
+            conv = self._convolution(neighbor_g1, g2, mask, switch, nodes, fused_index)
             if c.g1_out_conv:
                 conv_update = conv
             else:
@@ -359,7 +373,7 @@ class RepformerLayer(nn.Module):
             moment = pair_moment(g2, h2, mask, switch, **moment_options)
             mlp_inputs.append(symmetrise(moment, c.axis_neurons))
         if c.update_g1_has_drrd:
-            features = neighbor_g1 if fused_index is None else g1
+            features = neighbor_g1 if fused_index is None else nodes
             assert features is not None
             moment = pair_moment(features, h2, mask, switch, index=fused_index, **moment_options)
             mlp_inputs.append(symmetrise(moment, c.axis_neurons))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from lamforge import kernels
+from lamforge.nn import aggregate_kernel
 
 # deepmd-kit's protection of 1/count in the non-smooth normalisations.
 COUNT_EPSILON = 1e-4
@@ -51,7 +52,8 @@ def pair_moment(
 
     norm is 1/N or 1/√N with the fixed cap N (``max_neighbors``) when smooth, else
     1/(1e-4 + count) or 1/(1e-4 + √count). With ``index``, ``g2`` is [num_atoms, d] per-atom
-    features used as ``g2[index]`` (the fused kernel gathers them without materialising the
+    features used as ``g2[index]`` (the fused kernels, Triton on a GPU and
+    :mod:`lamforge.nn.aggregate_kernel` on the CPU, read them without materialising the
     [num_atoms, N, d] copy).
     """
     num_atoms = mask.shape[0]
@@ -68,6 +70,10 @@ def pair_moment(
     if kernels.fused_enabled(h2):
         weight = switch if smooth else mask.type_as(h2)
         return kernels.gather_outer_sum(h2, g2, index, weight) * norm
+    if index is not None and aggregate_kernel.applies(h2):
+        # CPU: the weight goes on the 3-wide h2; the Rust reduction reads g2[index] in place.
+        weight = switch if smooth else mask.type_as(h2)
+        return aggregate_kernel.gather_outer_sum(h2 * weight.unsqueeze(-1), g2, index) * norm
     if index is not None:
         g2 = g2[index]
     if smooth:

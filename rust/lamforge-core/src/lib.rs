@@ -4,12 +4,14 @@
 //! geometry and (in later modules) neighbour search, Zarr shard reading and batch collation. It has
 //! no Python dependency; the `lamforge-py` crate is the thin pyo3 binding over it.
 
+pub mod aggregate;
 pub mod cell;
 pub mod error;
 pub mod loader;
 pub mod memory;
 pub mod neighbors;
 pub mod parallel;
+mod simd;
 pub mod store;
 pub mod three_body;
 

@@ -35,6 +35,7 @@ use num_traits::Float;
 
 use crate::error::{CoreError, Result};
 use crate::parallel;
+use crate::simd::vector_dispatch;
 
 /// How a layer adds its input to its output (deepmd-kit's resnet rule).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -663,70 +664,14 @@ fn sum_parts<T: Real>(mut parts: Vec<Vec<T>>, len: usize) -> Vec<T> {
     total
 }
 
-/// The widest vector instructions of this CPU the chunk functions have a copy for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-enum Vectors {
-    /// The build's baseline (SSE2 on x86-64).
-    Baseline,
-    /// 256-bit.
-    Avx2,
-    /// 512-bit.
-    Avx512,
-}
-
-/// Detected once per call (the check is a cached CPUID read).
-#[inline(always)]
-fn vectors() -> Vectors {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            return Vectors::Avx512;
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            return Vectors::Avx2;
-        }
-    }
-    Vectors::Baseline
-}
-
-/// Defines `$dispatch`, which runs the `#[inline(always)]` function `$generic` through a copy
-/// compiled for AVX-512 or AVX2 where the CPU has it (the block loops then use 512- or 256-bit
-/// vectors over a block's rows). No FMA is enabled, so every copy gives the same bits.
-macro_rules! vector_dispatch {
-    ($dispatch:ident, $generic:ident, <$($life:lifetime),*>, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
-        fn $dispatch<$($life,)* T: Real>($($arg: $ty),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn avx512<$($life,)* T: Real>($($arg: $ty),*) -> $ret {
-                    $generic($($arg),*)
-                }
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2<$($life,)* T: Real>($($arg: $ty),*) -> $ret {
-                    $generic($($arg),*)
-                }
-                match vectors() {
-                    // SAFETY: the CPU supports AVX-512F, detected by `vectors`.
-                    Vectors::Avx512 => return unsafe { avx512($($arg),*) },
-                    // SAFETY: the CPU supports AVX2, detected by `vectors`.
-                    Vectors::Avx2 => return unsafe { avx2($($arg),*) },
-                    Vectors::Baseline => {}
-                }
-            }
-            $generic($($arg),*)
-        }
-    };
-}
-
-vector_dispatch!(forward_blocks, forward_chunk, <'a, 'b, 'c>,
+vector_dispatch!(forward_blocks, forward_chunk, <'a, 'b, 'c>, Real,
     (net: &'a Net<'b, T>, rows: &'a Rows<'c, T>, blocks: std::ops::Range<usize>,
      piece: &'a mut [T], save: Save) -> Vec<T>);
-vector_dispatch!(backward_blocks, backward_chunk, <'a, 'b, 'c>,
+vector_dispatch!(backward_blocks, backward_chunk, <'a, 'b, 'c>, Real,
     (net: &'a Net<'b, T>, rows: &'a Rows<'c, T>, saved: &'a [T], grad_out: &'a [T],
      blocks: std::ops::Range<usize>, with_params: bool) -> (Vec<T>, Option<NetGrads<T>>));
 vector_dispatch!(double_backward_blocks, double_backward_chunk,
-    <'a, 'b, 'c>,
+    <'a, 'b, 'c>, Real,
     (net: &'a Net<'b, T>, rows: &'a Rows<'c, T>, saved: &'a [T], grad_out: &'a [T],
      grad_cosine_out: &'a [T], blocks: std::ops::Range<usize>) -> (Vec<T>, Vec<T>, NetGrads<T>));
 

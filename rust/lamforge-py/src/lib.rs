@@ -3,6 +3,7 @@
 //! Only argument conversion, GIL handling and error mapping live here; the computations are in the
 //! core crate. Public Python APIs wrap these functions in `python/lamforge/`.
 
+mod aggregate;
 mod error;
 mod loader;
 mod neighbors;
@@ -45,5 +46,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("StoreError", module.py().get_type::<error::StoreError>())?;
     loader::register(module)?;
     three_body::register(module)?;
+    aggregate::register(module)?;
     Ok(())
 }

@@ -1,0 +1,656 @@
+//! The repformer layer's neighbour aggregations on the CPU, without gathered copies.
+//!
+//! A repformer layer reads each neighbour's per-atom features `node[index[i, j]]` (`[A, D]` rows
+//! gathered into `[n, N, D]`, the largest tensors of a layer) only to reduce them at once: the g1
+//! convolution multiplies them with a pair tensor and sums over the neighbours, the drrd moment
+//! takes their outer product with the 3-wide h2 and sums. Training on forces differentiates these
+//! twice. The six kernels here read the node rows in place (the `[A, D]` table stays in cache)
+//! and cover every derivative of both reductions, because the derivatives of each of them are
+//! again among them (`i` centre, `j` slot, `a` node, `c` < C left columns, `d` < D features,
+//! `Σ_(i,j)→a` over the slots whose index is `a`):
+//!
+//! ```text
+//! product_sum   out[i, d]    = Σ_j pair[i, j, d] · node[index[i, j], d]
+//! gather_scale  out[i, j, d] = grad[i, d] · node[index[i, j], d]
+//! scatter_scale out[a, d]    = Σ_(i,j)→a grad[i, d] · pair[i, j, d]
+//! outer_sum     out[i, c, d] = Σ_j left[i, j, c] · node[index[i, j], d]
+//! pair_dot      out[i, j, c] = Σ_d grad[i, c, d] · node[index[i, j], d]
+//! scatter_outer out[a, d]    = Σ_(i,j)→a Σ_c left[i, j, c] · grad[i, c, d]
+//! ```
+//!
+//! (The first three are bilinear and each one's partial derivatives are the other two; the same
+//! holds for the last three.) All arrays are row-major and contiguous. Centres run in chunks on
+//! the current [`crate::parallel`] pool; the scatters give each chunk its own `[A, D]`
+//! accumulator, summed in chunk order, so the result depends on the thread count only in the
+//! last bits.
+
+use crate::error::{CoreError, Result};
+use crate::parallel;
+use crate::simd::vector_dispatch;
+use crate::three_body::Real;
+
+/// The neighbour slots of `n` centres: `index[i * num_slots + j]` is a row of the node table.
+#[derive(Clone, Copy, Debug)]
+pub struct Edges<'a> {
+    /// `[n * num_slots]` node rows (empty slots hold any valid row and zero pair/left values).
+    pub index: &'a [i64],
+    /// Slots per centre (N).
+    pub num_slots: usize,
+    /// Rows of the node table (A).
+    pub num_nodes: usize,
+}
+
+impl Edges<'_> {
+    /// Number of centres (n).
+    pub fn num_centres(&self) -> usize {
+        self.index.len().checked_div(self.num_slots).unwrap_or(0)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.num_slots == 0 && !self.index.is_empty() {
+            return Err(CoreError::InvalidInput(
+                "aggregate: index has entries but zero slots per centre".into(),
+            ));
+        }
+        if self.num_slots > 0 && self.index.len() % self.num_slots != 0 {
+            return Err(CoreError::InvalidInput(format!(
+                "aggregate: index length {} is not a multiple of {} slots",
+                self.index.len(),
+                self.num_slots
+            )));
+        }
+        let nodes = self.num_nodes as i64;
+        if let Some(position) = self.index.iter().position(|&row| row < 0 || row >= nodes) {
+            return Err(CoreError::InvalidInput(format!(
+                "aggregate: index[{position}] = {} outside the node table's {} rows",
+                self.index[position], self.num_nodes
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn check_len(name: &str, got: usize, expected: usize) -> Result<()> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(CoreError::InvalidInput(format!(
+            "aggregate: {name} has {got} values, expected {expected}"
+        )))
+    }
+}
+
+/// Centre ranges: one for a single thread, else a few per thread of the current pool.
+fn centre_chunks(num_centres: usize) -> Vec<std::ops::Range<usize>> {
+    let threads = parallel::current_threads().max(1);
+    let pieces = if threads == 1 { 1 } else { 4 * threads };
+    let size = num_centres.div_ceil(pieces).max(1);
+    (0..num_centres)
+        .step_by(size)
+        .map(|start| start..(start + size).min(num_centres))
+        .collect()
+}
+
+/// Splits `out` into the slices of `chunks` (each `stride` values per centre).
+fn split_out<'a, T>(
+    mut out: &'a mut [T],
+    chunks: &[std::ops::Range<usize>],
+    stride: usize,
+) -> Vec<(std::ops::Range<usize>, &'a mut [T])> {
+    let mut pieces = Vec::with_capacity(chunks.len());
+    for range in chunks {
+        let (head, tail) = out.split_at_mut(range.len() * stride);
+        pieces.push((range.clone(), head));
+        out = tail;
+    }
+    pieces
+}
+
+/// Runs a per-centre kernel that writes `stride` values per centre, chunk by chunk.
+fn per_centre<T: Real>(
+    num_centres: usize,
+    out: &mut [T],
+    stride: usize,
+    work: impl Fn(std::ops::Range<usize>, &mut [T]) + Sync + Send,
+) {
+    let chunks = centre_chunks(num_centres);
+    parallel::map(split_out(out, &chunks, stride), |(range, piece)| {
+        work(range, piece)
+    });
+}
+
+/// Runs a scatter kernel into `out` (`[A, D]`, overwritten): one accumulator per chunk.
+fn scatter<T: Real>(
+    num_centres: usize,
+    out: &mut [T],
+    work: impl Fn(std::ops::Range<usize>, &mut [T]) + Sync + Send,
+) {
+    out.fill(T::zero());
+    let chunks = centre_chunks(num_centres);
+    if chunks.len() <= 1 {
+        if let Some(range) = chunks.into_iter().next() {
+            work(range, out);
+        }
+        return;
+    }
+    let len = out.len();
+    let parts = parallel::map(chunks, |range| {
+        let mut part = vec![T::zero(); len];
+        work(range, &mut part);
+        part
+    });
+    for part in &parts {
+        for (total, &value) in out.iter_mut().zip(part) {
+            *total += value;
+        }
+    }
+}
+
+#[inline(always)]
+fn row<T>(table: &[T], row: i64, width: usize) -> &[T] {
+    &table[row as usize * width..][..width]
+}
+
+#[inline(always)]
+fn product_sum_chunk<T: Real>(
+    edges: &Edges<'_>,
+    pair: &[T],
+    node: &[T],
+    width: usize,
+    centres: std::ops::Range<usize>,
+    out: &mut [T],
+) {
+    let slots = edges.num_slots;
+    for (local, i) in centres.enumerate() {
+        let target = &mut out[local * width..][..width];
+        target.fill(T::zero());
+        for j in 0..slots {
+            let edge = i * slots + j;
+            let x = row(node, edges.index[edge], width);
+            let p = &pair[edge * width..][..width];
+            for ((o, &a), &b) in target.iter_mut().zip(p).zip(x) {
+                *o += a * b;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn gather_scale_chunk<T: Real>(
+    edges: &Edges<'_>,
+    grad: &[T],
+    node: &[T],
+    width: usize,
+    centres: std::ops::Range<usize>,
+    out: &mut [T],
+) {
+    let slots = edges.num_slots;
+    for (local, i) in centres.enumerate() {
+        let g = &grad[i * width..][..width];
+        for j in 0..slots {
+            let x = row(node, edges.index[i * slots + j], width);
+            let target = &mut out[(local * slots + j) * width..][..width];
+            for ((o, &a), &b) in target.iter_mut().zip(g).zip(x) {
+                *o = a * b;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn scatter_scale_chunk<T: Real>(
+    edges: &Edges<'_>,
+    grad: &[T],
+    pair: &[T],
+    width: usize,
+    centres: std::ops::Range<usize>,
+    out: &mut [T],
+) {
+    let slots = edges.num_slots;
+    for i in centres {
+        let g = &grad[i * width..][..width];
+        for j in 0..slots {
+            let edge = i * slots + j;
+            let target = &mut out[edges.index[edge] as usize * width..][..width];
+            let p = &pair[edge * width..][..width];
+            for ((o, &a), &b) in target.iter_mut().zip(g).zip(p) {
+                *o += a * b;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn outer_sum_chunk<T: Real>(
+    edges: &Edges<'_>,
+    left: &[T],
+    node: &[T],
+    shape: (usize, usize),
+    centres: std::ops::Range<usize>,
+    out: &mut [T],
+) {
+    let (left_width, width) = shape;
+    let slots = edges.num_slots;
+    for (local, i) in centres.enumerate() {
+        let target = &mut out[local * left_width * width..][..left_width * width];
+        target.fill(T::zero());
+        for j in 0..slots {
+            let edge = i * slots + j;
+            let x = row(node, edges.index[edge], width);
+            let l = &left[edge * left_width..][..left_width];
+            for (c, &factor) in l.iter().enumerate() {
+                for (o, &b) in target[c * width..][..width].iter_mut().zip(x) {
+                    *o += factor * b;
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn pair_dot_chunk<T: Real>(
+    edges: &Edges<'_>,
+    grad: &[T],
+    node: &[T],
+    shape: (usize, usize),
+    centres: std::ops::Range<usize>,
+    out: &mut [T],
+) {
+    let (left_width, width) = shape;
+    let slots = edges.num_slots;
+    for (local, i) in centres.enumerate() {
+        let g = &grad[i * left_width * width..][..left_width * width];
+        for j in 0..slots {
+            let x = row(node, edges.index[i * slots + j], width);
+            let target = &mut out[(local * slots + j) * left_width..][..left_width];
+            for (c, value) in target.iter_mut().enumerate() {
+                *value = dot(&g[c * width..][..width], x);
+            }
+        }
+    }
+}
+
+/// Dot product in 8 interleaved partial sums (vectorises; fixed order, so the same bits for any
+/// vector width).
+#[inline(always)]
+fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    let mut partial = [T::zero(); 8];
+    let mut a_chunks = a.chunks_exact(8);
+    let mut b_chunks = b.chunks_exact(8);
+    for (x, y) in (&mut a_chunks).zip(&mut b_chunks) {
+        for k in 0..8 {
+            partial[k] += x[k] * y[k];
+        }
+    }
+    let mut total = T::zero();
+    for (&x, &y) in a_chunks.remainder().iter().zip(b_chunks.remainder()) {
+        total += x * y;
+    }
+    partial.iter().fold(T::zero(), |sum, &v| sum + v) + total
+}
+
+#[inline(always)]
+fn scatter_outer_chunk<T: Real>(
+    edges: &Edges<'_>,
+    left: &[T],
+    grad: &[T],
+    shape: (usize, usize),
+    centres: std::ops::Range<usize>,
+    out: &mut [T],
+) {
+    let (left_width, width) = shape;
+    let slots = edges.num_slots;
+    for i in centres {
+        let g = &grad[i * left_width * width..][..left_width * width];
+        for j in 0..slots {
+            let edge = i * slots + j;
+            let target = &mut out[edges.index[edge] as usize * width..][..width];
+            let l = &left[edge * left_width..][..left_width];
+            for (c, &factor) in l.iter().enumerate() {
+                for (o, &b) in target.iter_mut().zip(&g[c * width..][..width]) {
+                    *o += factor * b;
+                }
+            }
+        }
+    }
+}
+
+vector_dispatch!(product_sum_run, product_sum_chunk, <'a, 'b>, Real,
+    (edges: &'a Edges<'b>, pair: &'a [T], node: &'a [T], width: usize,
+     centres: std::ops::Range<usize>, out: &'a mut [T]) -> ());
+vector_dispatch!(gather_scale_run, gather_scale_chunk, <'a, 'b>, Real,
+    (edges: &'a Edges<'b>, grad: &'a [T], node: &'a [T], width: usize,
+     centres: std::ops::Range<usize>, out: &'a mut [T]) -> ());
+vector_dispatch!(scatter_scale_run, scatter_scale_chunk, <'a, 'b>, Real,
+    (edges: &'a Edges<'b>, grad: &'a [T], pair: &'a [T], width: usize,
+     centres: std::ops::Range<usize>, out: &'a mut [T]) -> ());
+vector_dispatch!(outer_sum_run, outer_sum_chunk, <'a, 'b>, Real,
+    (edges: &'a Edges<'b>, left: &'a [T], node: &'a [T], shape: (usize, usize),
+     centres: std::ops::Range<usize>, out: &'a mut [T]) -> ());
+vector_dispatch!(pair_dot_run, pair_dot_chunk, <'a, 'b>, Real,
+    (edges: &'a Edges<'b>, grad: &'a [T], node: &'a [T], shape: (usize, usize),
+     centres: std::ops::Range<usize>, out: &'a mut [T]) -> ());
+vector_dispatch!(scatter_outer_run, scatter_outer_chunk, <'a, 'b>, Real,
+    (edges: &'a Edges<'b>, left: &'a [T], grad: &'a [T], shape: (usize, usize),
+     centres: std::ops::Range<usize>, out: &'a mut [T]) -> ());
+
+/// `out[i, d] = Σ_j pair[i, j, d] · node[index[i, j], d]`; out `[n, D]`.
+///
+/// # Errors
+/// [`CoreError::InvalidInput`] on an index outside the table or inconsistent lengths.
+pub fn product_sum<T: Real>(
+    edges: &Edges<'_>,
+    pair: &[T],
+    node: &[T],
+    width: usize,
+    out: &mut [T],
+) -> Result<()> {
+    edges.validate()?;
+    let n = edges.num_centres();
+    check_len("pair", pair.len(), edges.index.len() * width)?;
+    check_len("node", node.len(), edges.num_nodes * width)?;
+    check_len("out", out.len(), n * width)?;
+    per_centre(n, out, width, |range, piece| {
+        product_sum_run(edges, pair, node, width, range, piece)
+    });
+    Ok(())
+}
+
+/// `out[i, j, d] = grad[i, d] · node[index[i, j], d]`; out `[n, N, D]`.
+///
+/// # Errors
+/// As [`product_sum`].
+pub fn gather_scale<T: Real>(
+    edges: &Edges<'_>,
+    grad: &[T],
+    node: &[T],
+    width: usize,
+    out: &mut [T],
+) -> Result<()> {
+    edges.validate()?;
+    let n = edges.num_centres();
+    check_len("grad", grad.len(), n * width)?;
+    check_len("node", node.len(), edges.num_nodes * width)?;
+    check_len("out", out.len(), edges.index.len() * width)?;
+    per_centre(n, out, edges.num_slots * width, |range, piece| {
+        gather_scale_run(edges, grad, node, width, range, piece)
+    });
+    Ok(())
+}
+
+/// `out[a, d] = Σ_(i,j)→a grad[i, d] · pair[i, j, d]`; out `[A, D]` (overwritten).
+///
+/// # Errors
+/// As [`product_sum`].
+pub fn scatter_scale<T: Real>(
+    edges: &Edges<'_>,
+    grad: &[T],
+    pair: &[T],
+    width: usize,
+    out: &mut [T],
+) -> Result<()> {
+    edges.validate()?;
+    let n = edges.num_centres();
+    check_len("grad", grad.len(), n * width)?;
+    check_len("pair", pair.len(), edges.index.len() * width)?;
+    check_len("out", out.len(), edges.num_nodes * width)?;
+    scatter(n, out, |range, piece| {
+        scatter_scale_run(edges, grad, pair, width, range, piece)
+    });
+    Ok(())
+}
+
+/// `out[i, c, d] = Σ_j left[i, j, c] · node[index[i, j], d]`; out `[n, C, D]`.
+///
+/// # Errors
+/// As [`product_sum`].
+pub fn outer_sum<T: Real>(
+    edges: &Edges<'_>,
+    left: &[T],
+    node: &[T],
+    left_width: usize,
+    width: usize,
+    out: &mut [T],
+) -> Result<()> {
+    edges.validate()?;
+    let n = edges.num_centres();
+    check_len("left", left.len(), edges.index.len() * left_width)?;
+    check_len("node", node.len(), edges.num_nodes * width)?;
+    check_len("out", out.len(), n * left_width * width)?;
+    let shape = (left_width, width);
+    per_centre(n, out, left_width * width, |range, piece| {
+        outer_sum_run(edges, left, node, shape, range, piece)
+    });
+    Ok(())
+}
+
+/// `out[i, j, c] = Σ_d grad[i, c, d] · node[index[i, j], d]`; out `[n, N, C]`.
+///
+/// # Errors
+/// As [`product_sum`].
+pub fn pair_dot<T: Real>(
+    edges: &Edges<'_>,
+    grad: &[T],
+    node: &[T],
+    left_width: usize,
+    width: usize,
+    out: &mut [T],
+) -> Result<()> {
+    edges.validate()?;
+    let n = edges.num_centres();
+    check_len("grad", grad.len(), n * left_width * width)?;
+    check_len("node", node.len(), edges.num_nodes * width)?;
+    check_len("out", out.len(), edges.index.len() * left_width)?;
+    let shape = (left_width, width);
+    per_centre(n, out, edges.num_slots * left_width, |range, piece| {
+        pair_dot_run(edges, grad, node, shape, range, piece)
+    });
+    Ok(())
+}
+
+/// `out[a, d] = Σ_(i,j)→a Σ_c left[i, j, c] · grad[i, c, d]`; out `[A, D]` (overwritten).
+///
+/// # Errors
+/// As [`product_sum`].
+pub fn scatter_outer<T: Real>(
+    edges: &Edges<'_>,
+    left: &[T],
+    grad: &[T],
+    left_width: usize,
+    width: usize,
+    out: &mut [T],
+) -> Result<()> {
+    edges.validate()?;
+    let n = edges.num_centres();
+    check_len("left", left.len(), edges.index.len() * left_width)?;
+    check_len("grad", grad.len(), n * left_width * width)?;
+    check_len("out", out.len(), edges.num_nodes * width)?;
+    let shape = (left_width, width);
+    scatter(n, out, |range, piece| {
+        scatter_outer_run(edges, left, grad, shape, range, piece)
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values(count: usize, seed: u64) -> Vec<f64> {
+        let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (0..count)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    const N: usize = 5; // slots
+    const A: usize = 7; // nodes
+    const D: usize = 19; // features (not a multiple of the vector width)
+    const C: usize = 3; // left columns
+    const CENTRES: usize = 4;
+
+    fn index() -> Vec<i64> {
+        (0..CENTRES * N).map(|k| ((k * 5 + 3) % A) as i64).collect()
+    }
+
+    fn at(index: &[i64], i: usize, j: usize) -> usize {
+        index[i * N + j] as usize
+    }
+
+    fn close(a: &[f64], b: &[f64]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= 1e-13, "{x} vs {y}");
+        }
+    }
+
+    /// Every kernel against a direct loop over its formula, with 1 and 3 threads.
+    #[test]
+    fn kernels_match_their_formulas() {
+        let index = index();
+        let edges = Edges {
+            index: &index,
+            num_slots: N,
+            num_nodes: A,
+        };
+        let pair = values(CENTRES * N * D, 1);
+        let node = values(A * D, 2);
+        let grad = values(CENTRES * D, 3);
+        let left = values(CENTRES * N * C, 4);
+        let grad_cd = values(CENTRES * C * D, 5);
+        let mut expected_sum = vec![0.0; CENTRES * D];
+        let mut expected_gather = vec![0.0; CENTRES * N * D];
+        let mut expected_scatter = vec![0.0; A * D];
+        let mut expected_outer = vec![0.0; CENTRES * C * D];
+        let mut expected_dot = vec![0.0; CENTRES * N * C];
+        let mut expected_scatter_outer = vec![0.0; A * D];
+        for i in 0..CENTRES {
+            for j in 0..N {
+                let a = at(&index, i, j);
+                for d in 0..D {
+                    let p = pair[(i * N + j) * D + d];
+                    expected_sum[i * D + d] += p * node[a * D + d];
+                    expected_gather[(i * N + j) * D + d] = grad[i * D + d] * node[a * D + d];
+                    expected_scatter[a * D + d] += grad[i * D + d] * p;
+                    for c in 0..C {
+                        let l = left[(i * N + j) * C + c];
+                        expected_outer[(i * C + c) * D + d] += l * node[a * D + d];
+                        expected_dot[(i * N + j) * C + c] +=
+                            grad_cd[(i * C + c) * D + d] * node[a * D + d];
+                        expected_scatter_outer[a * D + d] += l * grad_cd[(i * C + c) * D + d];
+                    }
+                }
+            }
+        }
+        for threads in [1, 3] {
+            parallel::install(threads, || {
+                let mut out = vec![9.0; CENTRES * D];
+                product_sum(&edges, &pair, &node, D, &mut out).unwrap();
+                close(&out, &expected_sum);
+                let mut out = vec![9.0; CENTRES * N * D];
+                gather_scale(&edges, &grad, &node, D, &mut out).unwrap();
+                close(&out, &expected_gather);
+                let mut out = vec![9.0; A * D];
+                scatter_scale(&edges, &grad, &pair, D, &mut out).unwrap();
+                close(&out, &expected_scatter);
+                let mut out = vec![9.0; CENTRES * C * D];
+                outer_sum(&edges, &left, &node, C, D, &mut out).unwrap();
+                close(&out, &expected_outer);
+                let mut out = vec![9.0; CENTRES * N * C];
+                pair_dot(&edges, &grad_cd, &node, C, D, &mut out).unwrap();
+                close(&out, &expected_dot);
+                let mut out = vec![9.0; A * D];
+                scatter_outer(&edges, &left, &grad_cd, C, D, &mut out).unwrap();
+                close(&out, &expected_scatter_outer);
+            })
+            .unwrap();
+        }
+    }
+
+    /// ⟨product_sum(pair, node), g⟩ = ⟨pair, gather_scale(g, node)⟩ = ⟨node, scatter_scale(g, pair)⟩,
+    /// and the same adjoint identities for the outer-product family, in f32.
+    #[test]
+    fn adjoint_identities_hold_in_f32() {
+        let index = index();
+        let edges = Edges {
+            index: &index,
+            num_slots: N,
+            num_nodes: A,
+        };
+        let f32s = |count, seed| {
+            values(count, seed)
+                .iter()
+                .map(|&v| v as f32)
+                .collect::<Vec<_>>()
+        };
+        let dot32 =
+            |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| f64::from(x * y)).sum::<f64>();
+        let (pair, node, grad) = (
+            f32s(CENTRES * N * D, 6),
+            f32s(A * D, 7),
+            f32s(CENTRES * D, 8),
+        );
+        let mut sum = vec![0.0f32; CENTRES * D];
+        let mut gathered = vec![0.0f32; CENTRES * N * D];
+        let mut scattered = vec![0.0f32; A * D];
+        product_sum(&edges, &pair, &node, D, &mut sum).unwrap();
+        gather_scale(&edges, &grad, &node, D, &mut gathered).unwrap();
+        scatter_scale(&edges, &grad, &pair, D, &mut scattered).unwrap();
+        let reference = dot32(&sum, &grad);
+        assert!((reference - dot32(&pair, &gathered)).abs() < 1e-4);
+        assert!((reference - dot32(&node, &scattered)).abs() < 1e-4);
+        let (left, grad_cd) = (f32s(CENTRES * N * C, 9), f32s(CENTRES * C * D, 10));
+        let mut outer = vec![0.0f32; CENTRES * C * D];
+        let mut dotted = vec![0.0f32; CENTRES * N * C];
+        let mut scattered = vec![0.0f32; A * D];
+        outer_sum(&edges, &left, &node, C, D, &mut outer).unwrap();
+        pair_dot(&edges, &grad_cd, &node, C, D, &mut dotted).unwrap();
+        scatter_outer(&edges, &left, &grad_cd, C, D, &mut scattered).unwrap();
+        let reference = dot32(&outer, &grad_cd);
+        assert!((reference - dot32(&left, &dotted)).abs() < 1e-4);
+        assert!((reference - dot32(&node, &scattered)).abs() < 1e-4);
+    }
+
+    #[test]
+    fn bad_inputs_are_named() {
+        let index = vec![0i64, 7];
+        let edges = Edges {
+            index: &index,
+            num_slots: 2,
+            num_nodes: 7,
+        };
+        let mut out = vec![0.0; 3];
+        let error = product_sum(&edges, &[0.0; 6], &[0.0; 21], 3, &mut out).unwrap_err();
+        assert!(
+            error.to_string().contains("index[1] = 7 outside"),
+            "{error}"
+        );
+        let index = vec![0i64, 1];
+        let edges = Edges {
+            index: &index,
+            num_slots: 2,
+            num_nodes: 7,
+        };
+        let error = product_sum(&edges, &[0.0; 5], &[0.0; 21], 3, &mut out).unwrap_err();
+        assert!(
+            error.to_string().contains("pair has 5 values, expected 6"),
+            "{error}"
+        );
+        let empty = Edges {
+            index: &[],
+            num_slots: 0,
+            num_nodes: 7,
+        };
+        let mut none: Vec<f64> = vec![];
+        product_sum(&empty, &[], &[0.0; 21], 3, &mut none).unwrap();
+        let mut table = vec![1.0; 21];
+        scatter_scale(&empty, &[], &[], 3, &mut table).unwrap();
+        assert!(table.iter().all(|&v| v == 0.0));
+    }
+}

@@ -1,0 +1,155 @@
+"""The Rust neighbour reductions (``lamforge.nn.aggregate_kernel``) against PyTorch references.
+
+Values, first and second derivatives (``gradcheck`` / ``gradgradcheck`` in float64, the same
+formulas as the reference path in float32), with several threads and an empty index.
+"""
+
+import dataclasses
+
+import pytest
+import torch
+from tests.unit.nn.nn_helpers import (
+    ELEMENTS,
+    build_model,
+    molecule_frame,
+    periodic_frame,
+    slab_frame,
+)
+
+from lamforge.nn import aggregate_kernel, evaluate, repformers
+from lamforge.nn.aggregate_kernel import gather_outer_sum, gather_product_sum
+from lamforge.testing.reference_neighbors import model_input
+
+
+def _inputs(dtype=torch.float64, centres=5, slots=4, nodes=6, width=7, columns=3, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randint(0, nodes, (centres, slots), generator=generator)
+    pair = torch.randn(centres, slots, width, generator=generator, dtype=dtype)
+    left = torch.randn(centres, slots, columns, generator=generator, dtype=dtype)
+    node = torch.randn(nodes, width, generator=generator, dtype=dtype)
+    return index, pair, left, node
+
+
+def _product_reference(pair, node, index):
+    return torch.sum(pair * node[index], dim=1)
+
+
+def _outer_reference(left, node, index):
+    return torch.matmul(left.transpose(-1, -2), node[index])
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_values_match_the_references(threads):
+    index, pair, left, node = _inputs()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.testing.assert_close(
+            gather_product_sum(pair, node, index), _product_reference(pair, node, index)
+        )
+        torch.testing.assert_close(
+            gather_outer_sum(left, node, index), _outer_reference(left, node, index)
+        )
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_first_and_second_derivatives_pass_gradcheck():
+    index, pair, left, node = _inputs(centres=3, slots=3, nodes=4, width=5, columns=2)
+    for tensor in (pair, left, node):
+        tensor.requires_grad_(True)
+    product = lambda p, n: gather_product_sum(p, n, index)  # noqa: E731
+    outer = lambda columns, n: gather_outer_sum(columns, n, index)  # noqa: E731
+    assert torch.autograd.gradcheck(product, (pair, node))
+    assert torch.autograd.gradgradcheck(product, (pair, node))
+    assert torch.autograd.gradcheck(outer, (left, node))
+    assert torch.autograd.gradgradcheck(outer, (left, node))
+
+
+def _force_training_gradients(function, operands, index):
+    """Parameter gradients of a force-like loss: derivative of a derivative, then backward."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in operands]
+    weight = torch.linspace(-1.0, 1.0, 7, dtype=leaves[0].dtype)
+    energy = (torch.tanh(function(*leaves, index)).sum(-1) * weight[: len(leaves)].sum()).sum()
+    first = torch.autograd.grad(energy, leaves, create_graph=True)
+    loss = sum((g * g).sum() for g in first)
+    return torch.autograd.grad(loss, leaves)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_derivative_of_derivative_matches_the_reference(dtype):
+    index, pair, left, node = _inputs(dtype=dtype, centres=9, slots=6, nodes=11, width=16)
+    relative = 1e-12 if dtype == torch.float64 else 1e-5
+    for fused, reference, first in (
+        (gather_product_sum, _product_reference, pair),
+        (gather_outer_sum, _outer_reference, left),
+    ):
+        got = _force_training_gradients(fused, (first, node), index)
+        expected = _force_training_gradients(reference, (first, node), index)
+        for a, b in zip(got, expected, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=relative * float(b.abs().max()))
+
+
+def test_empty_index_and_bad_index():
+    node = torch.randn(4, 3, dtype=torch.float64)
+    empty = torch.zeros(0, 5, dtype=torch.int64)
+    assert gather_product_sum(torch.zeros(0, 5, 3, dtype=torch.float64), node, empty).shape == (
+        0,
+        3,
+    )
+    bad = torch.tensor([[0, 4]])
+    with pytest.raises(ValueError, match=r"index\[1\] = 4 outside the node table's 4 rows"):
+        gather_product_sum(torch.zeros(1, 2, 3, dtype=torch.float64), node, bad)
+
+
+def test_switch_off_and_other_devices_use_the_reference(monkeypatch):
+    tensor = torch.zeros(2, dtype=torch.float64)
+    assert aggregate_kernel.applies(tensor)
+    assert not aggregate_kernel.applies(tensor.to(torch.int64))
+    monkeypatch.setattr(aggregate_kernel, "AGGREGATE_FUSED", False)
+    assert not aggregate_kernel.applies(tensor)
+
+
+@pytest.mark.parametrize(
+    ("variant", "smooth", "dtype"),
+    [
+        ("new", True, torch.float64),
+        ("new", False, torch.float64),
+        ("old_strip", True, torch.float64),
+        ("incr_direct", False, torch.float64),
+        ("new", True, torch.float32),
+    ],
+)
+def test_model_with_rust_aggregation_equals_pytorch_ops(variant, smooth, dtype, monkeypatch):
+    # Energies, forces, virials and the weight gradients of a force loss of the test model, in
+    # centre groups (group size lowered to 8 atoms), Rust reductions against PyTorch operations.
+    monkeypatch.setattr(repformers, "CENTER_GROUP_ATOMS", 8)
+    model = build_model(variant, precision="float32" if dtype == torch.float32 else "float64")
+    if not smooth:
+        config = dataclasses.replace(
+            model.config, descriptor=dataclasses.replace(model.config.descriptor, smooth=False)
+        )
+        state = model.state_dict()
+        model = type(model)(config)
+        model.load_state_dict(state)
+    batch = [periodic_frame(), slab_frame(), molecule_frame()]
+    inputs = model_input(batch, ELEMENTS, [(4.0, 40), (3.0, 20)]).to(dtype=dtype)
+    runs = []
+    for fused in (True, False):
+        monkeypatch.setattr(aggregate_kernel, "AGGREGATE_FUSED", fused)
+        model.zero_grad(set_to_none=True)
+        out = evaluate(model, inputs, create_graph=True)
+        (out.energy.square().sum() + out.forces.square().sum()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        runs.append((out, grads))
+    (out, grads), (expected, expected_grads) = runs
+    tight = dtype == torch.float64
+    atol = 1e-11 if tight else 1e-4
+    assert torch.allclose(out.energy, expected.energy, rtol=1e-13 if tight else 1e-5, atol=0)
+    assert torch.allclose(out.forces, expected.forces, rtol=0, atol=atol)
+    assert torch.allclose(out.virial, expected.virial, rtol=0, atol=atol)
+    assert grads.keys() == expected_grads.keys()
+    for name, value in expected_grads.items():
+        assert torch.allclose(
+            grads[name], value, rtol=1e-10 if tight else 1e-3, atol=1e-12 if tight else 1e-4
+        ), name
