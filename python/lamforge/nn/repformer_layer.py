@@ -27,7 +27,13 @@ from lamforge.nn.attention import (
 )
 from lamforge.nn.config import RepformerConfig
 from lamforge.nn.layers import DenseLayer, LayerNorm, activation_function
-from lamforge.nn.repformer_terms import COUNT_EPSILON, CentreGroup, pair_moment, symmetrise
+from lamforge.nn.repformer_terms import (
+    COUNT_EPSILON,
+    CentreGroup,
+    fixed_norm,
+    pair_moment,
+    symmetrise,
+)
 
 
 def _residual(
@@ -160,7 +166,7 @@ class RepformerLayer(nn.Module):
         """
         assert self.proj_g1g2 is not None
         if self.smooth:
-            norm = (1.0 / float(self.config.max_neighbors)) * g2.new_ones(mask.shape[0], 1)
+            norm = fixed_norm(self.config.max_neighbors, False)
         else:
             norm = 1.0 / (COUNT_EPSILON + torch.sum(mask.type_as(g2), dim=-1)).unsqueeze(-1)
         if fused_index is not None:

@@ -7,6 +7,7 @@ layer does in one go (the block runs centres in groups of similar neighbour coun
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +38,16 @@ class CentreGroup:
     num_trimmed: int
 
 
+def fixed_norm(max_neighbors: int, sqrt: bool) -> float:
+    """1/√N or 1/N of the smooth normalisations, as a Python number.
+
+    Products with it are scalar multiplications (no broadcast tensor of ones, no gradient for
+    it). In float64 it is deepmd-kit's ``rsqrt(N · ones)`` to the bit (both round √N and the
+    division correctly).
+    """
+    return 1.0 / (math.sqrt(float(max_neighbors)) if sqrt else float(max_neighbors))
+
+
 def pair_moment(
     g2: torch.Tensor,
     h2: torch.Tensor,
@@ -56,13 +67,8 @@ def pair_moment(
     :mod:`lamforge.nn.aggregate_kernel` on the CPU, read them without materialising the
     [num_atoms, N, d] copy).
     """
-    num_atoms = mask.shape[0]
     if smooth:
-        shape = (num_atoms, 1, 1)
-        if use_sqrt_nnei:
-            norm = torch.rsqrt(float(max_neighbors) * h2.new_ones(shape))
-        else:
-            norm = (1.0 / float(max_neighbors)) * h2.new_ones(shape)
+        norm = fixed_norm(max_neighbors, use_sqrt_nnei)
     else:
         count = torch.sum(mask.type_as(h2), dim=-1)
         norm = 1.0 / (COUNT_EPSILON + (torch.sqrt(count) if use_sqrt_nnei else count))
