@@ -47,9 +47,16 @@ def _core():
     return _core
 
 
+# Below this many multiply-adds a call runs on the calling thread: handing it to a thread pool
+# costs ~20 µs, more than the work.
+PARALLEL_MIN_WORK = 1 << 18
+
+
 def _run(kernel: str, index, first, second, shape, num_nodes: int, left_width=0, width=0):
     """Runs one core kernel into a fresh tensor of ``shape``."""
     out = torch.empty(shape, dtype=first.dtype)
+    work = index.numel() * width * max(left_width, 1)
+    threads = torch.get_num_threads() if work >= PARALLEL_MIN_WORK else 1
     _core().aggregate(
         kernel,
         index.reshape(-1).numpy(),
@@ -60,7 +67,7 @@ def _run(kernel: str, index, first, second, shape, num_nodes: int, left_width=0,
         left_width,
         width,
         out.reshape(-1).numpy(),
-        torch.get_num_threads(),
+        threads,
     )
     return out
 
