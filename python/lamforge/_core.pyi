@@ -174,3 +174,22 @@ class Loader:
         """(hits, misses, bytes held) of the decoded-chunk cache."""
     def close(self) -> None:
         """Stops the prefetch thread."""
+
+def aggregate(
+    kernel: str,
+    index: npt.NDArray[np.int64],
+    num_slots: int,
+    num_nodes: int,
+    first: npt.NDArray[Any],
+    second: npt.NDArray[Any],
+    left_width: int,
+    width: int,
+    out: npt.NDArray[Any],
+    num_threads: int,
+) -> None:
+    """Runs one repformer neighbour reduction into ``out`` (flat, C-contiguous arrays).
+
+    ``kernel``: product_sum, gather_scale, scatter_scale, outer_sum, pair_dot or scatter_outer
+    (``lamforge.nn.aggregate_kernel``); ``first``/``second`` are its operands, ``out`` has the
+    dtype of both (float64 or float32) and is overwritten.
+    """

@@ -17,24 +17,34 @@ the slots holding node ``a``)::
 
 so the six autograd Functions below call each other in their backward passes and support any
 order of derivative. Weights (switch or mask) are folded into ``pair`` / ``left`` by the caller.
-``AGGREGATE_FUSED = False`` (or another device, or ``torch.compile``) selects the PyTorch
-reference, which the tests compare against.
+``AGGREGATE_FUSED = False`` (or another device, tracing, or ``lamforge.kernels.use_fused(False)``)
+selects the PyTorch reference, which the tests compare against.
 """
 
 from __future__ import annotations
 
 import torch
 
+from lamforge import kernels
+
 # Use the Rust reductions where they apply (CPU tensors, outside torch.compile).
 AGGREGATE_FUSED = True
 
 
 def applies(tensor: torch.Tensor) -> bool:
-    """Whether the Rust reductions can run on ``tensor``'s device and dtype."""
+    """Whether the Rust reductions can run on ``tensor``.
+
+    A plain CPU tensor of float64 or float32, not while tracing (``torch.compile``,
+    ``torch.export``, ``make_fx`` and TorchScript see PyTorch operations only: tracers pass tensor
+    subclasses), and not inside ``lamforge.kernels.use_fused(False)`` (reference operations
+    everywhere, as the export program asks).
+    """
     return (
         AGGREGATE_FUSED
+        and type(tensor) is torch.Tensor
         and tensor.device.type == "cpu"
         and tensor.dtype in (torch.float64, torch.float32)
+        and kernels.fused_setting() is not False
         and not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
         and hasattr(_core(), "aggregate")

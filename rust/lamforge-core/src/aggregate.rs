@@ -70,27 +70,6 @@ impl Edges<'_> {
     }
 }
 
-fn check_len(name: &str, got: usize, expected: usize) -> Result<()> {
-    if got == expected {
-        Ok(())
-    } else {
-        Err(CoreError::InvalidInput(format!(
-            "aggregate: {name} has {got} values, expected {expected}"
-        )))
-    }
-}
-
-/// Centre ranges: one for a single thread, else a few per thread of the current pool.
-fn centre_chunks(num_centres: usize) -> Vec<std::ops::Range<usize>> {
-    let threads = parallel::current_threads().max(1);
-    let pieces = if threads == 1 { 1 } else { 4 * threads };
-    let size = num_centres.div_ceil(pieces).max(1);
-    (0..num_centres)
-        .step_by(size)
-        .map(|start| start..(start + size).min(num_centres))
-        .collect()
-}
-
 /// Splits `out` into the slices of `chunks` (each `stride` values per centre).
 fn split_out<'a, T>(
     mut out: &'a mut [T],
@@ -113,7 +92,7 @@ fn per_centre<T: Real>(
     stride: usize,
     work: impl Fn(std::ops::Range<usize>, &mut [T]) + Sync + Send,
 ) {
-    let chunks = centre_chunks(num_centres);
+    let chunks = parallel::ranges(num_centres);
     parallel::map(split_out(out, &chunks, stride), |(range, piece)| {
         work(range, piece)
     });
@@ -126,7 +105,7 @@ fn scatter<T: Real>(
     work: impl Fn(std::ops::Range<usize>, &mut [T]) + Sync + Send,
 ) {
     out.fill(T::zero());
-    let chunks = centre_chunks(num_centres);
+    let chunks = parallel::ranges(num_centres);
     if chunks.len() <= 1 {
         if let Some(range) = chunks.into_iter().next() {
             work(range, out);
@@ -151,120 +130,108 @@ fn row<T>(table: &[T], row: i64, width: usize) -> &[T] {
     &table[row as usize * width..][..width]
 }
 
+/// `kernel` on the centres `centres`, writing their part of `out` (the per-centre kernels) or
+/// adding into the whole `out` (the scatters).
 #[inline(always)]
-fn product_sum_chunk<T: Real>(
+#[allow(clippy::too_many_arguments)]
+fn chunk<T: Real>(
+    kernel: Kernel,
     edges: &Edges<'_>,
-    pair: &[T],
-    node: &[T],
-    width: usize,
-    centres: std::ops::Range<usize>,
-    out: &mut [T],
-) {
-    let slots = edges.num_slots;
-    for (local, i) in centres.enumerate() {
-        let target = &mut out[local * width..][..width];
-        target.fill(T::zero());
-        for j in 0..slots {
-            let edge = i * slots + j;
-            let x = row(node, edges.index[edge], width);
-            let p = &pair[edge * width..][..width];
-            for ((o, &a), &b) in target.iter_mut().zip(p).zip(x) {
-                *o += a * b;
-            }
-        }
-    }
-}
-
-#[inline(always)]
-fn gather_scale_chunk<T: Real>(
-    edges: &Edges<'_>,
-    grad: &[T],
-    node: &[T],
-    width: usize,
-    centres: std::ops::Range<usize>,
-    out: &mut [T],
-) {
-    let slots = edges.num_slots;
-    for (local, i) in centres.enumerate() {
-        let g = &grad[i * width..][..width];
-        for j in 0..slots {
-            let x = row(node, edges.index[i * slots + j], width);
-            let target = &mut out[(local * slots + j) * width..][..width];
-            for ((o, &a), &b) in target.iter_mut().zip(g).zip(x) {
-                *o = a * b;
-            }
-        }
-    }
-}
-
-#[inline(always)]
-fn scatter_scale_chunk<T: Real>(
-    edges: &Edges<'_>,
-    grad: &[T],
-    pair: &[T],
-    width: usize,
-    centres: std::ops::Range<usize>,
-    out: &mut [T],
-) {
-    let slots = edges.num_slots;
-    for i in centres {
-        let g = &grad[i * width..][..width];
-        for j in 0..slots {
-            let edge = i * slots + j;
-            let target = &mut out[edges.index[edge] as usize * width..][..width];
-            let p = &pair[edge * width..][..width];
-            for ((o, &a), &b) in target.iter_mut().zip(g).zip(p) {
-                *o += a * b;
-            }
-        }
-    }
-}
-
-#[inline(always)]
-fn outer_sum_chunk<T: Real>(
-    edges: &Edges<'_>,
-    left: &[T],
-    node: &[T],
+    first: &[T],
+    second: &[T],
     shape: (usize, usize),
     centres: std::ops::Range<usize>,
     out: &mut [T],
 ) {
-    let (left_width, width) = shape;
+    let (columns, width) = shape;
     let slots = edges.num_slots;
-    for (local, i) in centres.enumerate() {
-        let target = &mut out[local * left_width * width..][..left_width * width];
-        target.fill(T::zero());
-        for j in 0..slots {
-            let edge = i * slots + j;
-            let x = row(node, edges.index[edge], width);
-            let l = &left[edge * left_width..][..left_width];
-            for (c, &factor) in l.iter().enumerate() {
-                for (o, &b) in target[c * width..][..width].iter_mut().zip(x) {
-                    *o += factor * b;
+    match kernel {
+        Kernel::ProductSum => {
+            let (pair, node) = (first, second);
+            for (local, i) in centres.enumerate() {
+                let target = &mut out[local * width..][..width];
+                target.fill(T::zero());
+                for j in 0..slots {
+                    let edge = i * slots + j;
+                    let x = row(node, edges.index[edge], width);
+                    let p = &pair[edge * width..][..width];
+                    for ((o, &a), &b) in target.iter_mut().zip(p).zip(x) {
+                        *o += a * b;
+                    }
                 }
             }
         }
-    }
-}
-
-#[inline(always)]
-fn pair_dot_chunk<T: Real>(
-    edges: &Edges<'_>,
-    grad: &[T],
-    node: &[T],
-    shape: (usize, usize),
-    centres: std::ops::Range<usize>,
-    out: &mut [T],
-) {
-    let (left_width, width) = shape;
-    let slots = edges.num_slots;
-    for (local, i) in centres.enumerate() {
-        let g = &grad[i * left_width * width..][..left_width * width];
-        for j in 0..slots {
-            let x = row(node, edges.index[i * slots + j], width);
-            let target = &mut out[(local * slots + j) * left_width..][..left_width];
-            for (c, value) in target.iter_mut().enumerate() {
-                *value = dot(&g[c * width..][..width], x);
+        Kernel::GatherScale => {
+            let (grad, node) = (first, second);
+            for (local, i) in centres.enumerate() {
+                let g = &grad[i * width..][..width];
+                for j in 0..slots {
+                    let x = row(node, edges.index[i * slots + j], width);
+                    let target = &mut out[(local * slots + j) * width..][..width];
+                    for ((o, &a), &b) in target.iter_mut().zip(g).zip(x) {
+                        *o = a * b;
+                    }
+                }
+            }
+        }
+        Kernel::ScatterScale => {
+            let (grad, pair) = (first, second);
+            for i in centres {
+                let g = &grad[i * width..][..width];
+                for j in 0..slots {
+                    let edge = i * slots + j;
+                    let target = &mut out[edges.index[edge] as usize * width..][..width];
+                    let p = &pair[edge * width..][..width];
+                    for ((o, &a), &b) in target.iter_mut().zip(g).zip(p) {
+                        *o += a * b;
+                    }
+                }
+            }
+        }
+        Kernel::OuterSum => {
+            let (left, node) = (first, second);
+            for (local, i) in centres.enumerate() {
+                let target = &mut out[local * columns * width..][..columns * width];
+                target.fill(T::zero());
+                for j in 0..slots {
+                    let edge = i * slots + j;
+                    let x = row(node, edges.index[edge], width);
+                    let l = &left[edge * columns..][..columns];
+                    for (c, &factor) in l.iter().enumerate() {
+                        for (o, &b) in target[c * width..][..width].iter_mut().zip(x) {
+                            *o += factor * b;
+                        }
+                    }
+                }
+            }
+        }
+        Kernel::PairDot => {
+            let (grad, node) = (first, second);
+            for (local, i) in centres.enumerate() {
+                let g = &grad[i * columns * width..][..columns * width];
+                for j in 0..slots {
+                    let x = row(node, edges.index[i * slots + j], width);
+                    let target = &mut out[(local * slots + j) * columns..][..columns];
+                    for (c, value) in target.iter_mut().enumerate() {
+                        *value = dot(&g[c * width..][..width], x);
+                    }
+                }
+            }
+        }
+        Kernel::ScatterOuter => {
+            let (left, grad) = (first, second);
+            for i in centres {
+                let g = &grad[i * columns * width..][..columns * width];
+                for j in 0..slots {
+                    let edge = i * slots + j;
+                    let target = &mut out[edges.index[edge] as usize * width..][..width];
+                    let l = &left[edge * columns..][..columns];
+                    for (c, &factor) in l.iter().enumerate() {
+                        for (o, &b) in target.iter_mut().zip(&g[c * width..][..width]) {
+                            *o += factor * b;
+                        }
+                    }
+                }
             }
         }
     }
@@ -289,186 +256,100 @@ fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     partial.iter().fold(T::zero(), |sum, &v| sum + v) + total
 }
 
-#[inline(always)]
-fn scatter_outer_chunk<T: Real>(
-    edges: &Edges<'_>,
-    left: &[T],
-    grad: &[T],
-    shape: (usize, usize),
-    centres: std::ops::Range<usize>,
-    out: &mut [T],
-) {
-    let (left_width, width) = shape;
-    let slots = edges.num_slots;
-    for i in centres {
-        let g = &grad[i * left_width * width..][..left_width * width];
-        for j in 0..slots {
-            let edge = i * slots + j;
-            let target = &mut out[edges.index[edge] as usize * width..][..width];
-            let l = &left[edge * left_width..][..left_width];
-            for (c, &factor) in l.iter().enumerate() {
-                for (o, &b) in target.iter_mut().zip(&g[c * width..][..width]) {
-                    *o += factor * b;
-                }
-            }
-        }
+vector_dispatch!(chunk_run, chunk, <'a, 'b>, Real,
+    (kernel: Kernel, edges: &'a Edges<'b>, first: &'a [T], second: &'a [T],
+     shape: (usize, usize), centres: std::ops::Range<usize>, out: &'a mut [T]) -> ());
+
+/// One of the six reductions of the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// `out[i, d] = Σ_j pair[i, j, d] · node[index[i, j], d]`; operands (pair, node), out `[n, D]`.
+    ProductSum,
+    /// `out[i, j, d] = grad[i, d] · node[index[i, j], d]`; (grad, node), out `[n, N, D]`.
+    GatherScale,
+    /// `out[a, d] = Σ_(i,j)→a grad[i, d] · pair[i, j, d]`; (grad, pair), out `[A, D]`.
+    ScatterScale,
+    /// `out[i, c, d] = Σ_j left[i, j, c] · node[index[i, j], d]`; (left, node), out `[n, C, D]`.
+    OuterSum,
+    /// `out[i, j, c] = Σ_d grad[i, c, d] · node[index[i, j], d]`; (grad, node), out `[n, N, C]`.
+    PairDot,
+    /// `out[a, d] = Σ_(i,j)→a Σ_c left[i, j, c] · grad[i, c, d]`; (left, grad), out `[A, D]`.
+    ScatterOuter,
+}
+
+impl Kernel {
+    /// The kernel called `name` (`product_sum`, `gather_scale`, ... as in the module docs).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "product_sum" => Self::ProductSum,
+            "gather_scale" => Self::GatherScale,
+            "scatter_scale" => Self::ScatterScale,
+            "outer_sum" => Self::OuterSum,
+            "pair_dot" => Self::PairDot,
+            "scatter_outer" => Self::ScatterOuter,
+            _ => return None,
+        })
     }
 }
 
-vector_dispatch!(product_sum_run, product_sum_chunk, <'a, 'b>, Real,
-    (edges: &'a Edges<'b>, pair: &'a [T], node: &'a [T], width: usize,
-     centres: std::ops::Range<usize>, out: &'a mut [T]) -> ());
-vector_dispatch!(gather_scale_run, gather_scale_chunk, <'a, 'b>, Real,
-    (edges: &'a Edges<'b>, grad: &'a [T], node: &'a [T], width: usize,
-     centres: std::ops::Range<usize>, out: &'a mut [T]) -> ());
-vector_dispatch!(scatter_scale_run, scatter_scale_chunk, <'a, 'b>, Real,
-    (edges: &'a Edges<'b>, grad: &'a [T], pair: &'a [T], width: usize,
-     centres: std::ops::Range<usize>, out: &'a mut [T]) -> ());
-vector_dispatch!(outer_sum_run, outer_sum_chunk, <'a, 'b>, Real,
-    (edges: &'a Edges<'b>, left: &'a [T], node: &'a [T], shape: (usize, usize),
-     centres: std::ops::Range<usize>, out: &'a mut [T]) -> ());
-vector_dispatch!(pair_dot_run, pair_dot_chunk, <'a, 'b>, Real,
-    (edges: &'a Edges<'b>, grad: &'a [T], node: &'a [T], shape: (usize, usize),
-     centres: std::ops::Range<usize>, out: &'a mut [T]) -> ());
-vector_dispatch!(scatter_outer_run, scatter_outer_chunk, <'a, 'b>, Real,
-    (edges: &'a Edges<'b>, left: &'a [T], grad: &'a [T], shape: (usize, usize),
-     centres: std::ops::Range<usize>, out: &'a mut [T]) -> ());
-
-/// `out[i, d] = Σ_j pair[i, j, d] · node[index[i, j], d]`; out `[n, D]`.
+/// Runs `kernel` on `edges` with its two operands into `out` (overwritten), all row-major:
+/// `columns` is C (the outer-product kernels; ignored by the others) and `width` is D.
 ///
 /// # Errors
-/// [`CoreError::InvalidInput`] on an index outside the table or inconsistent lengths.
-pub fn product_sum<T: Real>(
+/// [`CoreError::InvalidInput`] on an index outside the node table or an operand whose length does
+/// not fit the shapes.
+pub fn run<T: Real>(
+    kernel: Kernel,
     edges: &Edges<'_>,
-    pair: &[T],
-    node: &[T],
+    first: &[T],
+    second: &[T],
+    columns: usize,
     width: usize,
     out: &mut [T],
 ) -> Result<()> {
     edges.validate()?;
     let n = edges.num_centres();
-    check_len("pair", pair.len(), edges.index.len() * width)?;
-    check_len("node", node.len(), edges.num_nodes * width)?;
-    check_len("out", out.len(), n * width)?;
-    per_centre(n, out, width, |range, piece| {
-        product_sum_run(edges, pair, node, width, range, piece)
-    });
-    Ok(())
-}
-
-/// `out[i, j, d] = grad[i, d] · node[index[i, j], d]`; out `[n, N, D]`.
-///
-/// # Errors
-/// As [`product_sum`].
-pub fn gather_scale<T: Real>(
-    edges: &Edges<'_>,
-    grad: &[T],
-    node: &[T],
-    width: usize,
-    out: &mut [T],
-) -> Result<()> {
-    edges.validate()?;
-    let n = edges.num_centres();
-    check_len("grad", grad.len(), n * width)?;
-    check_len("node", node.len(), edges.num_nodes * width)?;
-    check_len("out", out.len(), edges.index.len() * width)?;
-    per_centre(n, out, edges.num_slots * width, |range, piece| {
-        gather_scale_run(edges, grad, node, width, range, piece)
-    });
-    Ok(())
-}
-
-/// `out[a, d] = Σ_(i,j)→a grad[i, d] · pair[i, j, d]`; out `[A, D]` (overwritten).
-///
-/// # Errors
-/// As [`product_sum`].
-pub fn scatter_scale<T: Real>(
-    edges: &Edges<'_>,
-    grad: &[T],
-    pair: &[T],
-    width: usize,
-    out: &mut [T],
-) -> Result<()> {
-    edges.validate()?;
-    let n = edges.num_centres();
-    check_len("grad", grad.len(), n * width)?;
-    check_len("pair", pair.len(), edges.index.len() * width)?;
-    check_len("out", out.len(), edges.num_nodes * width)?;
-    scatter(n, out, |range, piece| {
-        scatter_scale_run(edges, grad, pair, width, range, piece)
-    });
-    Ok(())
-}
-
-/// `out[i, c, d] = Σ_j left[i, j, c] · node[index[i, j], d]`; out `[n, C, D]`.
-///
-/// # Errors
-/// As [`product_sum`].
-pub fn outer_sum<T: Real>(
-    edges: &Edges<'_>,
-    left: &[T],
-    node: &[T],
-    left_width: usize,
-    width: usize,
-    out: &mut [T],
-) -> Result<()> {
-    edges.validate()?;
-    let n = edges.num_centres();
-    check_len("left", left.len(), edges.index.len() * left_width)?;
-    check_len("node", node.len(), edges.num_nodes * width)?;
-    check_len("out", out.len(), n * left_width * width)?;
-    let shape = (left_width, width);
-    per_centre(n, out, left_width * width, |range, piece| {
-        outer_sum_run(edges, left, node, shape, range, piece)
-    });
-    Ok(())
-}
-
-/// `out[i, j, c] = Σ_d grad[i, c, d] · node[index[i, j], d]`; out `[n, N, C]`.
-///
-/// # Errors
-/// As [`product_sum`].
-pub fn pair_dot<T: Real>(
-    edges: &Edges<'_>,
-    grad: &[T],
-    node: &[T],
-    left_width: usize,
-    width: usize,
-    out: &mut [T],
-) -> Result<()> {
-    edges.validate()?;
-    let n = edges.num_centres();
-    check_len("grad", grad.len(), n * left_width * width)?;
-    check_len("node", node.len(), edges.num_nodes * width)?;
-    check_len("out", out.len(), edges.index.len() * left_width)?;
-    let shape = (left_width, width);
-    per_centre(n, out, edges.num_slots * left_width, |range, piece| {
-        pair_dot_run(edges, grad, node, shape, range, piece)
-    });
-    Ok(())
-}
-
-/// `out[a, d] = Σ_(i,j)→a Σ_c left[i, j, c] · grad[i, c, d]`; out `[A, D]` (overwritten).
-///
-/// # Errors
-/// As [`product_sum`].
-pub fn scatter_outer<T: Real>(
-    edges: &Edges<'_>,
-    left: &[T],
-    grad: &[T],
-    left_width: usize,
-    width: usize,
-    out: &mut [T],
-) -> Result<()> {
-    edges.validate()?;
-    let n = edges.num_centres();
-    check_len("left", left.len(), edges.index.len() * left_width)?;
-    check_len("grad", grad.len(), n * left_width * width)?;
-    check_len("out", out.len(), edges.num_nodes * width)?;
-    let shape = (left_width, width);
-    scatter(n, out, |range, piece| {
-        scatter_outer_run(edges, left, grad, shape, range, piece)
-    });
+    let (slots, nodes, per_centre_cd) = (edges.index.len(), edges.num_nodes * width, n * columns);
+    let expected = match kernel {
+        Kernel::ProductSum => [("pair", slots * width), ("node", nodes), ("out", n * width)],
+        Kernel::GatherScale => [("grad", n * width), ("node", nodes), ("out", slots * width)],
+        Kernel::ScatterScale => [("grad", n * width), ("pair", slots * width), ("out", nodes)],
+        Kernel::OuterSum => [
+            ("left", slots * columns),
+            ("node", nodes),
+            ("out", per_centre_cd * width),
+        ],
+        Kernel::PairDot => [
+            ("grad", per_centre_cd * width),
+            ("node", nodes),
+            ("out", slots * columns),
+        ],
+        Kernel::ScatterOuter => [
+            ("left", slots * columns),
+            ("grad", per_centre_cd * width),
+            ("out", nodes),
+        ],
+    };
+    for ((name, wanted), got) in expected
+        .into_iter()
+        .zip([first.len(), second.len(), out.len()])
+    {
+        if got != wanted {
+            return Err(CoreError::InvalidInput(format!(
+                "aggregate {kernel:?}: {name} has {got} values, expected {wanted}"
+            )));
+        }
+    }
+    let shape = (columns, width);
+    let work =
+        |range, piece: &mut [T]| chunk_run(kernel, edges, first, second, shape, range, piece);
+    match kernel {
+        Kernel::ProductSum => per_centre(n, out, width, work),
+        Kernel::GatherScale => per_centre(n, out, edges.num_slots * width, work),
+        Kernel::OuterSum => per_centre(n, out, columns * width, work),
+        Kernel::PairDot => per_centre(n, out, edges.num_slots * columns, work),
+        Kernel::ScatterScale | Kernel::ScatterOuter => scatter(n, out, work),
+    }
     Ok(())
 }
 
@@ -551,22 +432,31 @@ mod tests {
         for threads in [1, 3] {
             parallel::install(threads, || {
                 let mut out = vec![9.0; CENTRES * D];
-                product_sum(&edges, &pair, &node, D, &mut out).unwrap();
+                run(Kernel::ProductSum, &edges, &pair, &node, 0, D, &mut out).unwrap();
                 close(&out, &expected_sum);
                 let mut out = vec![9.0; CENTRES * N * D];
-                gather_scale(&edges, &grad, &node, D, &mut out).unwrap();
+                run(Kernel::GatherScale, &edges, &grad, &node, 0, D, &mut out).unwrap();
                 close(&out, &expected_gather);
                 let mut out = vec![9.0; A * D];
-                scatter_scale(&edges, &grad, &pair, D, &mut out).unwrap();
+                run(Kernel::ScatterScale, &edges, &grad, &pair, 0, D, &mut out).unwrap();
                 close(&out, &expected_scatter);
                 let mut out = vec![9.0; CENTRES * C * D];
-                outer_sum(&edges, &left, &node, C, D, &mut out).unwrap();
+                run(Kernel::OuterSum, &edges, &left, &node, C, D, &mut out).unwrap();
                 close(&out, &expected_outer);
                 let mut out = vec![9.0; CENTRES * N * C];
-                pair_dot(&edges, &grad_cd, &node, C, D, &mut out).unwrap();
+                run(Kernel::PairDot, &edges, &grad_cd, &node, C, D, &mut out).unwrap();
                 close(&out, &expected_dot);
                 let mut out = vec![9.0; A * D];
-                scatter_outer(&edges, &left, &grad_cd, C, D, &mut out).unwrap();
+                run(
+                    Kernel::ScatterOuter,
+                    &edges,
+                    &left,
+                    &grad_cd,
+                    C,
+                    D,
+                    &mut out,
+                )
+                .unwrap();
                 close(&out, &expected_scatter_outer);
             })
             .unwrap();
@@ -599,9 +489,27 @@ mod tests {
         let mut sum = vec![0.0f32; CENTRES * D];
         let mut gathered = vec![0.0f32; CENTRES * N * D];
         let mut scattered = vec![0.0f32; A * D];
-        product_sum(&edges, &pair, &node, D, &mut sum).unwrap();
-        gather_scale(&edges, &grad, &node, D, &mut gathered).unwrap();
-        scatter_scale(&edges, &grad, &pair, D, &mut scattered).unwrap();
+        run(Kernel::ProductSum, &edges, &pair, &node, 0, D, &mut sum).unwrap();
+        run(
+            Kernel::GatherScale,
+            &edges,
+            &grad,
+            &node,
+            0,
+            D,
+            &mut gathered,
+        )
+        .unwrap();
+        run(
+            Kernel::ScatterScale,
+            &edges,
+            &grad,
+            &pair,
+            0,
+            D,
+            &mut scattered,
+        )
+        .unwrap();
         let reference = dot32(&sum, &grad);
         assert!((reference - dot32(&pair, &gathered)).abs() < 1e-4);
         assert!((reference - dot32(&node, &scattered)).abs() < 1e-4);
@@ -609,9 +517,18 @@ mod tests {
         let mut outer = vec![0.0f32; CENTRES * C * D];
         let mut dotted = vec![0.0f32; CENTRES * N * C];
         let mut scattered = vec![0.0f32; A * D];
-        outer_sum(&edges, &left, &node, C, D, &mut outer).unwrap();
-        pair_dot(&edges, &grad_cd, &node, C, D, &mut dotted).unwrap();
-        scatter_outer(&edges, &left, &grad_cd, C, D, &mut scattered).unwrap();
+        run(Kernel::OuterSum, &edges, &left, &node, C, D, &mut outer).unwrap();
+        run(Kernel::PairDot, &edges, &grad_cd, &node, C, D, &mut dotted).unwrap();
+        run(
+            Kernel::ScatterOuter,
+            &edges,
+            &left,
+            &grad_cd,
+            C,
+            D,
+            &mut scattered,
+        )
+        .unwrap();
         let reference = dot32(&outer, &grad_cd);
         assert!((reference - dot32(&left, &dotted)).abs() < 1e-4);
         assert!((reference - dot32(&node, &scattered)).abs() < 1e-4);
@@ -626,7 +543,16 @@ mod tests {
             num_nodes: 7,
         };
         let mut out = vec![0.0; 3];
-        let error = product_sum(&edges, &[0.0; 6], &[0.0; 21], 3, &mut out).unwrap_err();
+        let error = run(
+            Kernel::ProductSum,
+            &edges,
+            &[0.0; 6],
+            &[0.0; 21],
+            0,
+            3,
+            &mut out,
+        )
+        .unwrap_err();
         assert!(
             error.to_string().contains("index[1] = 7 outside"),
             "{error}"
@@ -637,7 +563,16 @@ mod tests {
             num_slots: 2,
             num_nodes: 7,
         };
-        let error = product_sum(&edges, &[0.0; 5], &[0.0; 21], 3, &mut out).unwrap_err();
+        let error = run(
+            Kernel::ProductSum,
+            &edges,
+            &[0.0; 5],
+            &[0.0; 21],
+            0,
+            3,
+            &mut out,
+        )
+        .unwrap_err();
         assert!(
             error.to_string().contains("pair has 5 values, expected 6"),
             "{error}"
@@ -648,9 +583,9 @@ mod tests {
             num_nodes: 7,
         };
         let mut none: Vec<f64> = vec![];
-        product_sum(&empty, &[], &[0.0; 21], 3, &mut none).unwrap();
+        run(Kernel::ProductSum, &empty, &[], &[0.0; 21], 0, 3, &mut none).unwrap();
         let mut table = vec![1.0; 21];
-        scatter_scale(&empty, &[], &[], 3, &mut table).unwrap();
+        run(Kernel::ScatterScale, &empty, &[], &[], 0, 3, &mut table).unwrap();
         assert!(table.iter().all(|&v| v == 0.0));
     }
 }

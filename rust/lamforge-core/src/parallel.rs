@@ -110,6 +110,18 @@ pub fn current_threads() -> usize {
     }
 }
 
+/// `0..count` cut into consecutive ranges for the current pool: one range on one thread, else
+/// about four per thread (some slack for uneven work).
+pub fn ranges(count: usize) -> Vec<std::ops::Range<usize>> {
+    let threads = current_threads().max(1);
+    let pieces = if threads == 1 { 1 } else { 4 * threads };
+    let size = count.div_ceil(pieces).max(1);
+    (0..count)
+        .step_by(size)
+        .map(|start| start..(start + size).min(count))
+        .collect()
+}
+
 /// `items.map(work).collect()`, in parallel on the current pool unless running on one thread.
 pub fn map<I, T, F>(items: Vec<I>, work: F) -> Vec<T>
 where

@@ -640,14 +640,7 @@ impl<T: Real> Workspace<T> {
 
 /// Block ranges, one or a few per thread of the current pool.
 fn chunks(num_rows: usize) -> Vec<std::ops::Range<usize>> {
-    let count = num_rows.div_ceil(BLOCK);
-    let threads = parallel::current_threads().max(1);
-    let pieces = if threads == 1 { 1 } else { 4 * threads };
-    let size = count.div_ceil(pieces).max(1);
-    (0..count)
-        .step_by(size)
-        .map(|start| start..(start + size).min(count))
-        .collect()
+    parallel::ranges(num_rows.div_ceil(BLOCK))
 }
 
 fn add_into<T: Real>(into: &mut [T], from: &[T]) {

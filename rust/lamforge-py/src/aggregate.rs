@@ -2,11 +2,11 @@
 //!
 //! One entry point, `aggregate(kernel, index, num_slots, num_nodes, first, second, left_width,
 //! width, out, num_threads)`: `kernel` names one of the six core kernels, `first` and `second`
-//! are its two operands in the order of the core function, `out` is a C-contiguous NumPy array of
+//! are its two operands as `lamforge_core::aggregate::Kernel` lists them, `out` is a C-contiguous NumPy array of
 //! the same float dtype (float64 or float32) that the kernel overwrites. The GIL is released
 //! while it runs.
 
-use lamforge_core::aggregate::{self as kernels, Edges};
+use lamforge_core::aggregate::{self as kernels, Edges, Kernel};
 use lamforge_core::parallel;
 use lamforge_core::three_body::Real;
 use numpy::{Element, PyReadonlyArray1, PyReadwriteArray1};
@@ -14,33 +14,6 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::error;
-
-#[derive(Clone, Copy)]
-enum Kernel {
-    ProductSum,
-    GatherScale,
-    ScatterScale,
-    OuterSum,
-    PairDot,
-    ScatterOuter,
-}
-
-fn kernel_of(name: &str) -> PyResult<Kernel> {
-    Ok(match name {
-        "product_sum" => Kernel::ProductSum,
-        "gather_scale" => Kernel::GatherScale,
-        "scatter_scale" => Kernel::ScatterScale,
-        "outer_sum" => Kernel::OuterSum,
-        "pair_dot" => Kernel::PairDot,
-        "scatter_outer" => Kernel::ScatterOuter,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "aggregate kernel {other:?}: product_sum, gather_scale, scatter_scale, \
-                 outer_sum, pair_dot or scatter_outer"
-            )))
-        }
-    })
-}
 
 fn contiguous<'a, T: Element>(array: &'a PyReadonlyArray1<'_, T>, name: &str) -> PyResult<&'a [T]> {
     array
@@ -66,15 +39,10 @@ fn run_typed<T: Real + Element>(
     let out = out
         .as_slice_mut()
         .map_err(|_| PyValueError::new_err("aggregate out must be C-contiguous"))?;
-    let (left_width, width) = shape;
+    let (columns, width) = shape;
     py.detach(|| {
-        parallel::install(num_threads, || match kernel {
-            Kernel::ProductSum => kernels::product_sum(edges, a, b, width, out),
-            Kernel::GatherScale => kernels::gather_scale(edges, a, b, width, out),
-            Kernel::ScatterScale => kernels::scatter_scale(edges, a, b, width, out),
-            Kernel::OuterSum => kernels::outer_sum(edges, a, b, left_width, width, out),
-            Kernel::PairDot => kernels::pair_dot(edges, a, b, left_width, width, out),
-            Kernel::ScatterOuter => kernels::scatter_outer(edges, a, b, left_width, width, out),
+        parallel::install(num_threads, || {
+            kernels::run(kernel, edges, a, b, columns, width, out)
         })
     })
     .and_then(|result| result)
@@ -100,7 +68,12 @@ pub fn aggregate(
     out: &Bound<'_, PyAny>,
     num_threads: usize,
 ) -> PyResult<()> {
-    let kernel = kernel_of(kernel)?;
+    let kernel = Kernel::from_name(kernel).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "aggregate kernel {kernel:?}: product_sum, gather_scale, scatter_scale, outer_sum, \
+             pair_dot or scatter_outer"
+        ))
+    })?;
     let index = contiguous(&index, "index")?;
     let edges = Edges {
         index,

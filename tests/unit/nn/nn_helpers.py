@@ -17,6 +17,7 @@ from lamforge.nn import (
     ModelConfig,
     RepformerConfig,
     RepinitConfig,
+    evaluate,
 )
 from lamforge.nn.statistics import compute_statistics
 from lamforge.testing.reference_neighbors import model_input
@@ -143,3 +144,35 @@ def build_model(variant: str = "new", precision: str = "float64", **fields) -> D
     single = DPA2Model(tiny_config(variant, precision, **fields))
     single.load_state_dict(model.state_dict())
     return single
+
+
+def force_loss_runs(model, inputs, use_fused) -> list[tuple[object, dict[str, torch.Tensor]]]:
+    """(output, weight gradients of a force loss) with a fused path switched on, then off.
+
+    ``use_fused(flag)`` switches the path under test; the loss is the sum of squared energies
+    and forces, so the gradients are those of force training (a derivative of a derivative).
+    """
+    runs = []
+    for fused in (True, False):
+        use_fused(fused)
+        model.zero_grad(set_to_none=True)
+        out = evaluate(model, inputs, create_graph=True)
+        (out.energy.square().sum() + out.forces.square().sum()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        runs.append((out, grads))
+    return runs
+
+
+def assert_runs_agree(runs, dtype: torch.dtype) -> None:
+    """The two runs of :func:`force_loss_runs` agree to rounding (float64) or float32 level."""
+    (out, grads), (expected, expected_grads) = runs
+    tight = dtype == torch.float64
+    atol = 1e-11 if tight else 1e-4
+    assert torch.allclose(out.energy, expected.energy, rtol=1e-13 if tight else 1e-5, atol=0)
+    assert torch.allclose(out.forces, expected.forces, rtol=0, atol=atol)
+    assert torch.allclose(out.virial, expected.virial, rtol=0, atol=atol)
+    assert grads.keys() == expected_grads.keys()
+    for name, value in expected_grads.items():
+        assert torch.allclose(
+            grads[name], value, rtol=1e-10 if tight else 1e-3, atol=1e-12 if tight else 1e-4
+        ), name

@@ -10,13 +10,15 @@ import pytest
 import torch
 from tests.unit.nn.nn_helpers import (
     ELEMENTS,
+    assert_runs_agree,
     build_model,
+    force_loss_runs,
     molecule_frame,
     periodic_frame,
     slab_frame,
 )
 
-from lamforge.nn import aggregate_kernel, evaluate, repformers
+from lamforge.nn import aggregate_kernel, repformers
 from lamforge.nn.aggregate_kernel import gather_outer_sum, gather_product_sum
 from lamforge.testing.reference_neighbors import model_input
 
@@ -104,9 +106,17 @@ def test_empty_index_and_bad_index():
 
 
 def test_switch_off_and_other_devices_use_the_reference(monkeypatch):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from lamforge import kernels
+
     tensor = torch.zeros(2, dtype=torch.float64)
     assert aggregate_kernel.applies(tensor)
     assert not aggregate_kernel.applies(tensor.to(torch.int64))
+    with kernels.use_fused(False):  # what the export program asks for
+        assert not aggregate_kernel.applies(tensor)
+    with FakeTensorMode() as mode:  # tracers pass tensor subclasses
+        assert not aggregate_kernel.applies(mode.from_tensor(tensor))
     monkeypatch.setattr(aggregate_kernel, "AGGREGATE_FUSED", False)
     assert not aggregate_kernel.applies(tensor)
 
@@ -135,22 +145,7 @@ def test_model_with_rust_aggregation_equals_pytorch_ops(variant, smooth, dtype, 
         model.load_state_dict(state)
     batch = [periodic_frame(), slab_frame(), molecule_frame()]
     inputs = model_input(batch, ELEMENTS, [(4.0, 40), (3.0, 20)]).to(dtype=dtype)
-    runs = []
-    for fused in (True, False):
-        monkeypatch.setattr(aggregate_kernel, "AGGREGATE_FUSED", fused)
-        model.zero_grad(set_to_none=True)
-        out = evaluate(model, inputs, create_graph=True)
-        (out.energy.square().sum() + out.forces.square().sum()).backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        runs.append((out, grads))
-    (out, grads), (expected, expected_grads) = runs
-    tight = dtype == torch.float64
-    atol = 1e-11 if tight else 1e-4
-    assert torch.allclose(out.energy, expected.energy, rtol=1e-13 if tight else 1e-5, atol=0)
-    assert torch.allclose(out.forces, expected.forces, rtol=0, atol=atol)
-    assert torch.allclose(out.virial, expected.virial, rtol=0, atol=atol)
-    assert grads.keys() == expected_grads.keys()
-    for name, value in expected_grads.items():
-        assert torch.allclose(
-            grads[name], value, rtol=1e-10 if tight else 1e-3, atol=1e-12 if tight else 1e-4
-        ), name
+    runs = force_loss_runs(
+        model, inputs, lambda fused: monkeypatch.setattr(aggregate_kernel, "AGGREGATE_FUSED", fused)
+    )
+    assert_runs_agree(runs, dtype)

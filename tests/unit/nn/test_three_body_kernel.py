@@ -12,13 +12,14 @@ import pytest
 import torch
 from tests.unit.nn.nn_helpers import (
     ELEMENTS,
+    assert_runs_agree,
     build_model,
+    force_loss_runs,
     molecule_frame,
     periodic_frame,
     slab_frame,
 )
 
-from lamforge.nn import evaluate
 from lamforge.nn import three_body_kernel as kernel
 from lamforge.nn.layers import DenseLayer
 from lamforge.testing.reference_neighbors import model_input
@@ -186,30 +187,15 @@ def test_model_with_fused_three_body_equals_pytorch_ops(dtype, monkeypatch):
     model = build_model("new", precision="float32" if dtype == torch.float32 else "float64")
     batch = [periodic_frame(), slab_frame(), molecule_frame()]
     inputs = model_input(batch, ELEMENTS, [(4.0, 40), (3.0, 20)]).to(dtype=dtype)
-    runs = []
-    for fused in (True, False):
+    layers = model.descriptor.three_body.embedding.layers
+
+    def use_fused(fused):
         monkeypatch.setattr(kernel, "THREE_BODY_FUSED", fused)
-        assert (
-            kernel.fused_applies(model.descriptor.three_body.embedding.layers, torch.device("cpu"))
-            is fused
-        )
-        model.zero_grad(set_to_none=True)
-        out = evaluate(model, inputs, create_graph=True)
-        (out.energy.square().sum() + out.forces.square().sum()).backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        runs.append((out, grads))
-    (out, grads), (expected, expected_grads) = runs
-    tight = dtype == torch.float64
-    atol = 1e-11 if tight else 1e-4
-    assert torch.allclose(out.energy, expected.energy, rtol=1e-13 if tight else 1e-5, atol=0)
-    assert torch.allclose(out.forces, expected.forces, rtol=0, atol=atol)
-    assert torch.allclose(out.virial, expected.virial, rtol=0, atol=atol)
-    assert grads.keys() == expected_grads.keys()
-    assert any(name.startswith("descriptor.three_body.") for name in grads)
-    for name, value in expected_grads.items():
-        assert torch.allclose(
-            grads[name], value, rtol=1e-10 if tight else 1e-3, atol=1e-12 if tight else 1e-4
-        ), name
+        assert kernel.fused_applies(layers, torch.device("cpu")) is fused
+
+    runs = force_loss_runs(model, inputs, use_fused)
+    assert any(name.startswith("descriptor.three_body.") for name in runs[0][1])
+    assert_runs_agree(runs, dtype)
 
 
 def test_single_input_backward_keeps_only_the_cosine_factors():
