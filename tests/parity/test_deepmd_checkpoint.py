@@ -94,7 +94,7 @@ UNSUPPORTED = [
     ("descriptor.use_econf_tebd", True, "use_econf_tebd"),
     ("descriptor.type", "se_atten", "se_atten"),
     ("descriptor.exclude_types", [[0, 1]], "exclude_types"),
-    ("descriptor.repformer.activation_function", "gelu", "activation_function"),
+    ("descriptor.repformer.activation_function", "mish", "activation_function"),
     ("descriptor.repinit.nsel", "auto", "nsel"),
     ("descriptor.precision", "float32", "precision"),
     ("fitting_net.numb_fparam", 2, "numb_fparam"),

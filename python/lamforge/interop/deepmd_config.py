@@ -20,7 +20,7 @@ from lamforge.nn.config import (
     RepformerConfig,
     RepinitConfig,
 )
-from lamforge.nn.layers import ACTIVATIONS
+from lamforge.nn.layers import ACTIVATIONS, is_activation
 
 
 class UnsupportedCheckpointError(ValueError):
@@ -194,10 +194,10 @@ def _translate(
 
 def _check_activation(config: dict[str, Any], section: str) -> None:
     activation = config.get("activation")
-    if activation is not None and activation.lower() not in ACTIVATIONS:
+    if activation is not None and not is_activation(activation):
         raise UnsupportedCheckpointError(
             f"deepmd-kit option `{section}.activation_function` = {activation!r} is not "
-            f"supported (lamforge has {sorted(ACTIVATIONS)})"
+            f"supported (lamforge has {sorted(ACTIVATIONS)} and silut[:threshold])"
         )
 
 

@@ -91,21 +91,69 @@ def tanh(x: torch.Tensor) -> torch.Tensor:
     return _SigmoidTanh.apply(x)
 
 
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """GELU, tanh approximation (deepmd-kit's ``gelu`` and ``gelu_tf``)."""
+    return torch.nn.functional.gelu(x, approximate="tanh")
+
+
+# deepmd-kit's activation names (``deepmd/pt/utils/utils.py``, ``ActivationFn``), same functions.
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": tanh,
     "relu": torch.relu,
+    "relu6": torch.nn.functional.relu6,
+    "softplus": torch.nn.functional.softplus,
+    "sigmoid": torch.sigmoid,
     "silu": torch.nn.functional.silu,
+    "gelu": gelu,
+    "gelu_tf": gelu,
     "linear": lambda x: x,
+    "none": lambda x: x,
 }
+
+# ``silut`` / ``custom_silu``, optionally ``:threshold`` (default 3): SiLU below the threshold, a
+# tanh continuing it with the same value and slope above (deepmd-kit's SiLUT).
+_SILUT_PREFIXES = ("silut", "custom_silu")
+
+
+def silut_parameters(name: str) -> tuple[float, float, float] | None:
+    """(threshold, slope, offset) of a ``silut[:t]`` / ``custom_silu[:t]`` name, else None."""
+    lowered = name.lower()
+    prefix = next((p for p in _SILUT_PREFIXES if lowered.startswith(p)), None)
+    if prefix is None:
+        return None
+    rest = lowered[len(prefix) :]
+    if rest and not rest.startswith(":"):
+        return None
+    try:
+        threshold = float(rest[1:]) if rest else 3.0
+    except ValueError:
+        return None
+    sigmoid = 1.0 / (1.0 + math.exp(-threshold))
+    return threshold, sigmoid + threshold * sigmoid * (1.0 - sigmoid), threshold * sigmoid
+
+
+def is_activation(name: str) -> bool:
+    """Whether ``name`` is an activation lamforge has (:data:`ACTIVATIONS` or ``silut[:t]``)."""
+    return name.lower() in ACTIVATIONS or silut_parameters(name) is not None
 
 
 def activation_function(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The activation called ``name`` (one of :data:`ACTIVATIONS`)."""
+    """The activation called ``name`` (one of :data:`ACTIVATIONS`, or ``silut[:threshold]``)."""
+    parameters = silut_parameters(name)
+    if parameters is not None:
+        threshold, slope, offset = parameters
+
+        def silut(x: torch.Tensor) -> torch.Tensor:
+            above = torch.tanh(slope * (x - threshold)) + offset
+            return torch.where(x >= threshold, above, torch.nn.functional.silu(x))
+
+        return silut
     try:
         return ACTIVATIONS[name.lower()]
     except KeyError:
         raise ValueError(
-            f"unsupported activation {name!r}; choose one of {sorted(ACTIVATIONS)}"
+            f"unsupported activation {name!r}; choose one of {sorted(ACTIVATIONS)} or "
+            "silut[:threshold]"
         ) from None
 
 

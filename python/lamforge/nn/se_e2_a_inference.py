@@ -22,10 +22,13 @@ The edge gradients ∂E/∂v become forces and virial exactly as in ``lamforge.n
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from lamforge.nn.forces import ModelOutput
 from lamforge.nn.inputs import ModelInput, edge_vectors
+from lamforge.nn.layers import silut_parameters
 from lamforge.nn.model import empty_slot_types, frame_sum
 from lamforge.nn.se_e2_a import SeAModel
 from lamforge.nn.tabulate import EmbeddingTable
@@ -290,14 +293,33 @@ def _fold(gradient: torch.Tensor) -> torch.Tensor:
 
 def _activation_slope(name: str, pre: torch.Tensor, activated: torch.Tensor) -> torch.Tensor:
     """Derivative of an activation of ``lamforge.nn.layers.ACTIVATIONS`` at ``pre``."""
+    silut = silut_parameters(name)
     name = name.lower()
     if name == "tanh":
         return 1 - activated * activated
-    if name == "linear":
+    if name in ("linear", "none"):
         return torch.ones_like(pre)
     if name == "relu":
         return (pre > 0).to(pre.dtype)
-    if name == "silu":
+    if name == "relu6":
+        return ((pre > 0) & (pre < 6)).to(pre.dtype)
+    if name == "sigmoid":
+        return activated * (1 - activated)
+    if name == "softplus":
+        return torch.sigmoid(pre)
+    if name in ("gelu", "gelu_tf"):
+        # d/dx of x/2 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).
+        scale = math.sqrt(2.0 / math.pi)
+        inner = torch.tanh(scale * (pre + 0.044715 * pre**3))
+        return 0.5 * (1 + inner) + 0.5 * pre * (1 - inner * inner) * scale * (
+            1 + 3 * 0.044715 * pre * pre
+        )
+    if name == "silu" or silut is not None:
         sigmoid = torch.sigmoid(pre)
-        return sigmoid * (1 + pre * (1 - sigmoid))
+        slope = sigmoid * (1 + pre * (1 - sigmoid))
+        if silut is None:
+            return slope
+        threshold, tail_slope, _ = silut
+        tail = torch.tanh(tail_slope * (pre - threshold))
+        return torch.where(pre >= threshold, tail_slope * (1 - tail * tail), slope)
     raise ValueError(f"no derivative for activation {name!r}")

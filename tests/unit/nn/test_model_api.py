@@ -454,3 +454,33 @@ def test_evaluate_hands_out_plain_tensors_unless_asked_for_a_graph():
     assert trained.energy.requires_grad and trained.forces.requires_grad
     # Same forces; the fused three-body net sums in another order for a single backward.
     torch.testing.assert_close(trained.forces.detach(), output.forces, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["tanh", "relu", "relu6", "softplus", "sigmoid", "silu", "gelu", "gelu_tf", "linear", "none",
+     "silut", "silut:0.5", "custom_silu:1.5"],
+)  # fmt: skip
+def test_activation_slopes_match_autograd(name):
+    # The hand-written derivatives of the tabulated se_e2_a path, for every activation name.
+    from lamforge.nn.layers import activation_function, is_activation
+    from lamforge.nn.se_e2_a_inference import _activation_slope
+
+    assert is_activation(name)
+    function = activation_function(name)
+    pre = torch.linspace(-7.0, 7.0, 281, dtype=torch.float64).requires_grad_(True)
+    activated = function(pre)
+    (expected,) = torch.autograd.grad(activated.sum(), pre)
+    got = _activation_slope(name, pre.detach(), activated.detach())
+    # relu and relu6 have kinks exactly on grid points; compare away from them.
+    away = (pre.detach() - 0.0).abs().gt(1e-9) & (pre.detach() - 6.0).abs().gt(1e-9)
+    torch.testing.assert_close(got[away], expected[away], rtol=1e-12, atol=1e-12)
+
+
+def test_unknown_activation_names_are_refused():
+    from lamforge.nn.layers import activation_function, is_activation
+
+    for name in ("mish", "silut:x", "siluty"):
+        assert not is_activation(name)
+        with pytest.raises(ValueError, match="unsupported activation"):
+            activation_function(name)

@@ -55,6 +55,18 @@ CASES = {
     },
     "tebd_dim == ntypes": {"repinit": {"tebd_dim": 3}},
     "env_protection": {"descriptor": {"env_protection": 0.1}},
+    "gelu repinit, silut:2.5 repformer": {
+        "repinit": {"activation_function": "gelu"},
+        "repformer": {"activation_function": "silut:2.5"},
+    },
+    "softplus repinit, sigmoid repformer": {
+        "repinit": {"activation_function": "softplus"},
+        "repformer": {"activation_function": "sigmoid"},
+    },
+    "relu6 repinit, custom_silu repformer": {
+        "repinit": {"activation_function": "relu6"},
+        "repformer": {"activation_function": "custom_silu"},
+    },
 }  # fmt: skip
 
 
