@@ -79,8 +79,12 @@ def _force_training_gradients(function, operands, index):
     return torch.autograd.grad(loss, leaves)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_derivative_of_derivative_matches_the_reference(dtype):
+@pytest.mark.parametrize(
+    ("dtype", "threads"), [(torch.float64, 1), (torch.float32, 1), (torch.float64, 2)]
+)
+def test_derivative_of_derivative_matches_the_reference(dtype, threads, monkeypatch):
+    monkeypatch.setattr(aggregate_kernel, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # what the kernels are given
     index, pair, left, node = _inputs(dtype=dtype, centres=9, slots=6, nodes=11, width=16)
     relative = 1e-12 if dtype == torch.float64 else 1e-5
     for fused, reference, first in (
