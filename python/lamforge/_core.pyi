@@ -193,3 +193,20 @@ def aggregate(
     (``lamforge.nn.aggregate_kernel``); ``first``/``second`` are its operands, ``out`` has the
     dtype of both (float64 or float32) and is overwritten.
     """
+
+def thin(
+    kernel: str,
+    batch: int,
+    rows: int,
+    columns: int,
+    width: int,
+    inputs: list[npt.NDArray[Any]],
+    outputs: list[npt.NDArray[Any]],
+    num_threads: int,
+) -> None:
+    """Runs one batched product with a thin factor (flat, C-contiguous arrays of one dtype).
+
+    ``kernel``: combine, spread, dot, spread_slope or spread_slope_second
+    (``lamforge.nn.thin_kernel``); ``inputs``/``outputs`` are its operands in the core's order,
+    the outputs are overwritten.
+    """

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import torch
 
+from lamforge.nn import thin_kernel as thin
+
 
 def _skip_adjoint(grad: torch.Tensor, skip: int) -> torch.Tensor:
     """Sᵀ(grad): the gradient of the skip's input from that of the output (``skip`` = m)."""
@@ -76,26 +78,26 @@ def _first_derivatives(
     grad: torch.Tensor, left: torch.Tensor, x: torch.Tensor, y: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(∂/∂L, ∂/∂z, ∂/∂x) of the module docstring for the upstream ``grad`` (3-d tensors)."""
-    left_t = left.transpose(-1, -2)
-    grad_z = torch.matmul(left_t, grad)
-    torch.ops.aten.tanh_backward.grad_input(grad_z, y, grad_input=grad_z)
-    grad_left = torch.matmul(grad, y.transpose(-1, -2))
+    rows = left.transpose(-1, -2)  # Lᵀ [B, K, M], the thin factor in its own layout
+    grad_z = thin.spread_slope(rows, grad, y)
+    grad_rows = thin.dot(grad, y)
     if x.numel() > 0:
         skip_grad = _skip_adjoint(grad, x.shape[-1])
-        grad_x = torch.matmul(left_t, skip_grad)
-        grad_left = grad_left.baddbmm(skip_grad, x.transpose(-1, -2))
+        grad_x = thin.spread(rows, skip_grad)
+        grad_rows = grad_rows.add_(thin.dot(skip_grad, x))
     else:
         grad_x = x.new_zeros(0)
-    return grad_left, grad_z, grad_x
+    return grad_rows.transpose(-1, -2), grad_z, grad_x
 
 
 class _TanhContract(torch.autograd.Function):
     @staticmethod
     def forward(ctx, left: torch.Tensor, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         y = _tanh(z)
-        out = torch.matmul(left, y)
+        rows = left.transpose(-1, -2)
+        out = thin.combine(rows, y)
         if x.numel() > 0:
-            _skip_add(out, torch.matmul(left, x))
+            _skip_add(out, thin.combine(rows, x))
         # y is kept as a constant: its derivative is taken through z (see the gradient function).
         ctx.save_for_backward(left, z, x, y)
         return out
@@ -136,26 +138,26 @@ class _TanhContractGradient(torch.autograd.Function):
             return _gradient_derivative_reference(ctx, grad, left, z, x, up_left, up_z, up_x)
         has_skip = x.numel() > 0
         need_grad, need_left, need_z, need_x = ctx.needs_input_grad[:4]
-        left_t = left.transpose(-1, -2)
+        rows, up_rows = left.transpose(-1, -2), up_left.transpose(-1, -2)
         out_grad = out_left = out_z = out_x = None
         if need_z:
-            # (u_Lᵀ g - 2 y ⊙ u_z ⊙ (Lᵀ g)) ⊙ (1 - y²) in one fresh tensor.
-            out_z = torch.matmul(left_t, grad).mul_(up_z).mul_(y)
-            out_z.baddbmm_(up_left.transpose(-1, -2), grad, beta=-2.0)
-            torch.ops.aten.tanh_backward.grad_input(out_z, y, grad_input=out_z)
+            # (u_Lᵀ g - 2 y ⊙ u_z ⊙ (Lᵀ g)) ⊙ (1 - y²) in one pass.
+            out_z = thin.spread_slope_second(rows, up_rows, grad, y, up_z)
         if need_grad or need_left:
             damped = torch.ops.aten.tanh_backward(up_z, y)
             skip_grad = _skip_adjoint(grad, x.shape[-1]) if has_skip else None
             if need_grad:
-                out_grad = torch.matmul(left, damped) + torch.matmul(up_left, y)
+                out_grad = thin.combine(rows, damped).add_(thin.combine(up_rows, y))
                 if has_skip:
-                    _skip_add(out_grad, torch.matmul(up_left, x) + torch.matmul(left, up_x))
+                    inner = thin.combine(up_rows, x).add_(thin.combine(rows, up_x))
+                    _skip_add(out_grad, inner)
             if need_left:
-                out_left = torch.matmul(grad, damped.transpose(-1, -2))
+                left_rows = thin.dot(grad, damped)
                 if has_skip:
-                    out_left = out_left + torch.matmul(skip_grad, up_x.transpose(-1, -2))
+                    left_rows = left_rows.add_(thin.dot(skip_grad, up_x))
+                out_left = left_rows.transpose(-1, -2)
         if need_x and has_skip:
-            out_x = torch.matmul(up_left.transpose(-1, -2), _skip_adjoint(grad, x.shape[-1]))
+            out_x = thin.spread(up_rows, _skip_adjoint(grad, x.shape[-1]))
         return out_grad, out_left, out_z, out_x, None
 
 

@@ -13,6 +13,7 @@ pub mod neighbors;
 pub mod parallel;
 mod simd;
 pub mod store;
+pub mod thin;
 pub mod three_body;
 
 pub use error::{CoreError, Result};

@@ -7,6 +7,7 @@ mod aggregate;
 mod error;
 mod loader;
 mod neighbors;
+mod thin;
 mod three_body;
 
 use numpy::PyReadonlyArray2;
@@ -47,5 +48,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     loader::register(module)?;
     three_body::register(module)?;
     aggregate::register(module)?;
+    thin::register(module)?;
     Ok(())
 }

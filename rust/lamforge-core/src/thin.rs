@@ -1,0 +1,739 @@
+//! Batched matrix products with one thin factor, for the embedding nets' contractions.
+//!
+//! The last layer of a DPA-1/DPA-2 embedding net is contracted with the environment rows at once:
+//! per centre, `R [K, m]` (K neighbour slots, m = 4 columns of the environment matrix) against
+//! the layer's `[K, n]` activations. Forces and their training derivative need three products,
+//! each with the thin m-wide factor (`b` batch item, `k` < K row, `c` < m column, `d` < n):
+//!
+//! ```text
+//! combine  out[b, c, d] = Σ_k R[b, k, c] · Y[b, k, d]      (Rᵀ Y, [B, m, n])
+//! spread   out[b, k, d] = Σ_c R[b, k, c] · G[b, c, d]      (R G,  [B, K, n])
+//! dot      out[b, k, c] = Σ_d G[b, c, d] · Y[b, k, d]      (Y Gᵀ, [B, K, m])
+//! ```
+//!
+//! A general matrix multiply handles such shapes poorly (one of its three sizes is 4: BLAS
+//! packing and per-item set-up dominate; PyTorch's CPU `bmm` reaches 8-15 GFLOP/s on them). Here
+//! each batch item is one pass over its large operand with the thin one in registers. The three are
+//! each other's partial derivatives (combine's gradient in Y is a spread, in R a dot; and so on),
+//! so the callers' hand-written derivatives of any order use only these.
+//!
+//! All arrays are row-major and contiguous. Every output value is summed in a fixed order (k, c,
+//! or d in eight interleaved partial sums), so all vector widths give the same bits. Batch items
+//! run in chunks on the current [`crate::parallel`] pool.
+
+use crate::error::{CoreError, Result};
+use crate::parallel;
+use crate::simd::vector_dispatch;
+use crate::three_body::Real;
+
+/// Columns of `combine`'s output held in registers at once.
+const BLOCK: usize = 16;
+
+/// One of the products of the module docs, two of them with the tanh derivative fused in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// `out[b, c, d] = Σ_k R[b, k, c] Y[b, k, d]`; inputs (R, Y), outputs (out `[B, m, n]`).
+    Combine,
+    /// `out[b, k, d] = Σ_c R[b, k, c] G[b, c, d]`; inputs (R, G), outputs (out `[B, K, n]`).
+    Spread,
+    /// `out[b, k, c] = Σ_d G[b, c, d] Y[b, k, d]`; inputs (G, Y), outputs (out `[B, K, m]`).
+    Dot,
+    /// `spread(R, G) ⊙ (1 - Y²)` (the gradient through a tanh); inputs (R, G, Y), outputs (out).
+    SpreadSlope,
+    /// `(spread(U, G) - 2 Y ⊙ V ⊙ spread(R, G)) ⊙ (1 - Y²)` (the derivative of
+    /// [`Kernel::SpreadSlope`] in Y, plus its part in R through U); inputs (R, U, G, Y, V),
+    /// outputs (out `[B, K, n]`).
+    SpreadSlopeSecond,
+}
+
+impl Kernel {
+    /// The kernel called `name` (`combine`, `spread`, `dot`, `spread_slope`,
+    /// `spread_slope_second`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "combine" => Self::Combine,
+            "spread" => Self::Spread,
+            "dot" => Self::Dot,
+            "spread_slope" => Self::SpreadSlope,
+            "spread_slope_second" => Self::SpreadSlopeSecond,
+            _ => return None,
+        })
+    }
+
+    /// Names and values per batch item of the inputs, then of the outputs.
+    fn operands(self, shape: &Shape) -> (Vec<Operand>, Vec<Operand>) {
+        let (k, m, n) = (shape.rows, shape.columns, shape.width);
+        match self {
+            Self::Combine => (vec![("R", k * m), ("Y", k * n)], vec![("out", m * n)]),
+            Self::Spread => (vec![("R", k * m), ("G", m * n)], vec![("out", k * n)]),
+            Self::Dot => (vec![("G", m * n), ("Y", k * n)], vec![("out", k * m)]),
+            Self::SpreadSlope => (
+                vec![("R", k * m), ("G", m * n), ("Y", k * n)],
+                vec![("out", k * n)],
+            ),
+            Self::SpreadSlopeSecond => (
+                vec![
+                    ("R", k * m),
+                    ("U", k * m),
+                    ("G", m * n),
+                    ("Y", k * n),
+                    ("V", k * n),
+                ],
+                vec![("out", k * n)],
+            ),
+        }
+    }
+}
+
+/// An operand's name and its number of values per batch item.
+type Operand = (&'static str, usize);
+
+/// The sizes of a call: `batch` items, each with `rows` (K) long rows, `columns` (m) thin
+/// columns and `width` (n) wide columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// B.
+    pub batch: usize,
+    /// K.
+    pub rows: usize,
+    /// m.
+    pub columns: usize,
+    /// n.
+    pub width: usize,
+}
+
+/// `combine` for one batch item: `r` [K, M], `y` [K, n] -> `out` [M, n].
+///
+/// Column block by column block, the block's M output rows held in registers over all K rows.
+#[inline(always)]
+fn combine_item<T: Real, const M: usize>(
+    r: &[T],
+    y: &[T],
+    (rows, n): (usize, usize),
+    out: &mut [T],
+) {
+    let full = n - n % BLOCK;
+    for start in (0..full).step_by(BLOCK) {
+        let mut acc = [[T::zero(); BLOCK]; M];
+        for k in 0..rows {
+            let y_block: &[T; BLOCK] = y[k * n + start..][..BLOCK].try_into().unwrap();
+            let r_row: &[T; M] = r[k * M..][..M].try_into().unwrap();
+            for c in 0..M {
+                for d in 0..BLOCK {
+                    acc[c][d] += r_row[c] * y_block[d];
+                }
+            }
+        }
+        for c in 0..M {
+            out[c * n + start..][..BLOCK].copy_from_slice(&acc[c]);
+        }
+    }
+    if full < n {
+        let tail = n - full;
+        for c in 0..M {
+            out[c * n + full..][..tail].fill(T::zero());
+        }
+        for k in 0..rows {
+            for d in full..n {
+                for c in 0..M {
+                    out[c * n + d] += r[k * M + c] * y[k * n + d];
+                }
+            }
+        }
+    }
+}
+
+/// `combine` for one batch item with any number of columns `m`.
+#[inline(always)]
+fn combine_item_any<T: Real>(r: &[T], y: &[T], (rows, m, n): (usize, usize, usize), out: &mut [T]) {
+    out[..m * n].fill(T::zero());
+    for k in 0..rows {
+        let y_row = &y[k * n..][..n];
+        for c in 0..m {
+            let factor = r[k * m + c];
+            for (o, &value) in out[c * n..][..n].iter_mut().zip(y_row) {
+                *o += factor * value;
+            }
+        }
+    }
+}
+
+/// What a `spread` does with its product before storing it.
+#[derive(Clone, Copy)]
+struct Epilogue<'a, T> {
+    /// Nothing (0), ⊙ (1 - Y²) (1), or [`Kernel::SpreadSlopeSecond`]'s formula (2).
+    kind: u8,
+    /// U (kind 2), [K, m].
+    second_rows: &'a [T],
+    /// Y (kinds 1 and 2), [K, n].
+    y: &'a [T],
+    /// V (kind 2), [K, n].
+    upstream: &'a [T],
+}
+
+/// `Σ_c rows[c] · g[c, start..start + BLOCK]` (c in order) for `M` columns of `g` ([M, n]).
+#[inline(always)]
+fn spread_block<T: Real, const M: usize>(
+    row: &[T; M],
+    g: &[T],
+    n: usize,
+    start: usize,
+) -> [T; BLOCK] {
+    let g0: &[T; BLOCK] = g[start..][..BLOCK].try_into().unwrap();
+    let mut block = [T::zero(); BLOCK];
+    for d in 0..BLOCK {
+        block[d] = row[0] * g0[d];
+    }
+    for c in 1..M {
+        let gc: &[T; BLOCK] = g[c * n + start..][..BLOCK].try_into().unwrap();
+        for d in 0..BLOCK {
+            block[d] += row[c] * gc[d];
+        }
+    }
+    block
+}
+
+/// `spread` for one batch item with `M` columns: `r` [K, M], `g` [M, n] -> `out` [K, n], then
+/// the epilogue `EPI` (see [`Epilogue`]).
+///
+/// Row by row, each output block computed in registers from the (L1-resident) `g` blocks: one
+/// store per output value.
+#[inline(always)]
+fn spread_item<T: Real, const M: usize, const EPI: u8>(
+    r: &[T],
+    g: &[T],
+    (rows, n): (usize, usize),
+    epilogue: Epilogue<'_, T>,
+    out: &mut [T],
+) {
+    let full = n - n % BLOCK;
+    for k in 0..rows {
+        let r_row: &[T; M] = r[k * M..][..M].try_into().unwrap();
+        let target = &mut out[k * n..][..n];
+        match EPI {
+            0 => {
+                for start in (0..full).step_by(BLOCK) {
+                    let first = spread_block::<T, M>(r_row, g, n, start);
+                    target[start..start + BLOCK].copy_from_slice(&first);
+                }
+            }
+            1 => {
+                let y_row = &epilogue.y[k * n..][..n];
+                for start in (0..full).step_by(BLOCK) {
+                    let first = spread_block::<T, M>(r_row, g, n, start);
+                    let y: &[T; BLOCK] = y_row[start..][..BLOCK].try_into().unwrap();
+                    let block: &mut [T; BLOCK] =
+                        (&mut target[start..start + BLOCK]).try_into().unwrap();
+                    for d in 0..BLOCK {
+                        block[d] = first[d] * (T::one() - y[d] * y[d]);
+                    }
+                }
+            }
+            _ => {
+                let u_row: &[T; M] = epilogue.second_rows[k * M..][..M].try_into().unwrap();
+                let (y_row, v_row) = (&epilogue.y[k * n..][..n], &epilogue.upstream[k * n..][..n]);
+                let two = T::one() + T::one();
+                for start in (0..full).step_by(BLOCK) {
+                    let first = spread_block::<T, M>(r_row, g, n, start);
+                    let second = spread_block::<T, M>(u_row, g, n, start);
+                    let y: &[T; BLOCK] = y_row[start..][..BLOCK].try_into().unwrap();
+                    let v: &[T; BLOCK] = v_row[start..][..BLOCK].try_into().unwrap();
+                    let block: &mut [T; BLOCK] =
+                        (&mut target[start..start + BLOCK]).try_into().unwrap();
+                    for d in 0..BLOCK {
+                        block[d] =
+                            (second[d] - two * y[d] * v[d] * first[d]) * (T::one() - y[d] * y[d]);
+                    }
+                }
+            }
+        }
+    }
+    if full < n {
+        // The columns past the last whole block, by the general path.
+        spread_columns(r, g, (rows, M, n), full, epilogue, out);
+    }
+}
+
+/// `spread` and its epilogue for one batch item with any number of columns `m`, output columns
+/// `from..n` only.
+#[inline(always)]
+fn spread_columns<T: Real>(
+    r: &[T],
+    g: &[T],
+    (rows, m, n): (usize, usize, usize),
+    from: usize,
+    epilogue: Epilogue<'_, T>,
+    out: &mut [T],
+) {
+    let two = T::one() + T::one();
+    for k in 0..rows {
+        for d in from..n {
+            let (mut first, mut second) = (T::zero(), T::zero());
+            for c in 0..m {
+                first += r[k * m + c] * g[c * n + d];
+                if epilogue.kind == 2 {
+                    second += epilogue.second_rows[k * m + c] * g[c * n + d];
+                }
+            }
+            let y = if epilogue.kind > 0 {
+                epilogue.y[k * n + d]
+            } else {
+                T::zero()
+            };
+            out[k * n + d] = match epilogue.kind {
+                0 => first,
+                1 => first * (T::one() - y * y),
+                _ => {
+                    let v = epilogue.upstream[k * n + d];
+                    (second - two * y * v * first) * (T::one() - y * y)
+                }
+            };
+        }
+    }
+}
+
+/// Eight interleaved partial sums of `a · b`, then the remainder (fixed order).
+#[inline(always)]
+fn dot_product<T: Real>(a: &[T], b: &[T]) -> T {
+    let mut partial = [T::zero(); 8];
+    let mut a_chunks = a.chunks_exact(8);
+    let mut b_chunks = b.chunks_exact(8);
+    for (x, y) in (&mut a_chunks).zip(&mut b_chunks) {
+        for lane in 0..8 {
+            partial[lane] += x[lane] * y[lane];
+        }
+    }
+    let mut rest = T::zero();
+    for (&x, &y) in a_chunks.remainder().iter().zip(b_chunks.remainder()) {
+        rest += x * y;
+    }
+    partial.iter().fold(T::zero(), |sum, &value| sum + value) + rest
+}
+
+/// `dot` for one batch item with `M` columns: `g` [M, n], `y` [K, n] -> `out` [K, M].
+#[inline(always)]
+fn dot_item<T: Real, const M: usize>(g: &[T], y: &[T], rows: usize, n: usize, out: &mut [T]) {
+    let full = n - n % 8;
+    for k in 0..rows {
+        let y_row = &y[k * n..][..n];
+        let mut partial = [[T::zero(); 8]; M];
+        for start in (0..full).step_by(8) {
+            let y_chunk: &[T; 8] = y_row[start..][..8].try_into().unwrap();
+            for c in 0..M {
+                let g_chunk: &[T; 8] = g[c * n + start..][..8].try_into().unwrap();
+                for lane in 0..8 {
+                    partial[c][lane] += g_chunk[lane] * y_chunk[lane];
+                }
+            }
+        }
+        for c in 0..M {
+            let mut rest = T::zero();
+            for (&x, &value) in g[c * n + full..c * n + n].iter().zip(&y_row[full..]) {
+                rest += x * value;
+            }
+            out[k * M + c] = partial[c].iter().fold(T::zero(), |sum, &value| sum + value) + rest;
+        }
+    }
+}
+
+/// The batch item `b` of an operand with `size` values per item.
+#[inline(always)]
+fn item<T>(operand: &[T], b: usize, size: usize) -> &[T] {
+    &operand[b * size..][..size]
+}
+
+/// `spread` with epilogue `EPI` on one batch item, specialised for 1, 3 and 4 columns.
+#[inline(always)]
+fn spread_one<T: Real, const EPI: u8>(
+    r: &[T],
+    g: &[T],
+    (rows, m, n): (usize, usize, usize),
+    epilogue: Epilogue<'_, T>,
+    out: &mut [T],
+) {
+    match m {
+        4 => spread_item::<T, 4, EPI>(r, g, (rows, n), epilogue, out),
+        3 => spread_item::<T, 3, EPI>(r, g, (rows, n), epilogue, out),
+        1 => spread_item::<T, 1, EPI>(r, g, (rows, n), epilogue, out),
+        _ => spread_columns(r, g, (rows, m, n), 0, epilogue, out),
+    }
+}
+
+// One batch item per call, one function per kernel: each compiled copy stays small enough for
+// the compiler to keep the register blocks in vector registers.
+
+#[inline(always)]
+fn combine_one<T: Real>(r: &[T], y: &[T], (rows, m, n): (usize, usize, usize), out: &mut [T]) {
+    match m {
+        4 => combine_item::<T, 4>(r, y, (rows, n), out),
+        3 => combine_item::<T, 3>(r, y, (rows, n), out),
+        1 => combine_item::<T, 1>(r, y, (rows, n), out),
+        _ => combine_item_any(r, y, (rows, m, n), out),
+    }
+}
+
+#[inline(always)]
+fn dot_one<T: Real>(g: &[T], y: &[T], (rows, m, n): (usize, usize, usize), out: &mut [T]) {
+    match m {
+        4 => dot_item::<T, 4>(g, y, rows, n, out),
+        3 => dot_item::<T, 3>(g, y, rows, n, out),
+        _ => {
+            for k in 0..rows {
+                for c in 0..m {
+                    out[k * m + c] = dot_product(&g[c * n..][..n], &y[k * n..][..n]);
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn spread_plain_one<T: Real>(r: &[T], g: &[T], sizes: (usize, usize, usize), out: &mut [T]) {
+    let epilogue = Epilogue {
+        kind: 0,
+        second_rows: &[],
+        y: &[],
+        upstream: &[],
+    };
+    spread_one::<T, 0>(r, g, sizes, epilogue, out);
+}
+
+#[inline(always)]
+fn spread_slope_one<T: Real>(
+    r: &[T],
+    g: &[T],
+    y: &[T],
+    sizes: (usize, usize, usize),
+    out: &mut [T],
+) {
+    let epilogue = Epilogue {
+        kind: 1,
+        second_rows: &[],
+        y,
+        upstream: &[],
+    };
+    spread_one::<T, 1>(r, g, sizes, epilogue, out);
+}
+
+#[inline(always)]
+fn spread_second_one<T: Real>(
+    r: &[T],
+    u: &[T],
+    g: &[T],
+    y: &[T],
+    v: &[T],
+    sizes: (usize, usize, usize),
+    out: &mut [T],
+) {
+    let epilogue = Epilogue {
+        kind: 2,
+        second_rows: u,
+        y,
+        upstream: v,
+    };
+    spread_one::<T, 2>(r, g, sizes, epilogue, out);
+}
+
+vector_dispatch!(combine_run, combine_one, <'a>, Real,
+    (r: &'a [T], y: &'a [T], sizes: (usize, usize, usize), out: &'a mut [T]) -> ());
+vector_dispatch!(dot_run, dot_one, <'a>, Real,
+    (g: &'a [T], y: &'a [T], sizes: (usize, usize, usize), out: &'a mut [T]) -> ());
+vector_dispatch!(spread_plain_run, spread_plain_one, <'a>, Real,
+    (r: &'a [T], g: &'a [T], sizes: (usize, usize, usize), out: &'a mut [T]) -> ());
+vector_dispatch!(spread_slope_run, spread_slope_one, <'a>, Real,
+    (r: &'a [T], g: &'a [T], y: &'a [T], sizes: (usize, usize, usize), out: &'a mut [T]) -> ());
+vector_dispatch!(spread_second_run, spread_second_one, <'a>, Real,
+    (r: &'a [T], u: &'a [T], g: &'a [T], y: &'a [T], v: &'a [T],
+     sizes: (usize, usize, usize), out: &'a mut [T]) -> ());
+
+/// `kernel` on the batch items `items` (their slices of the inputs), writing their outputs
+/// (`outputs[o]` holds the items' values of output `o`).
+fn chunk<T: Real>(
+    kernel: Kernel,
+    shape: Shape,
+    inputs: &[&[T]],
+    items: std::ops::Range<usize>,
+    outputs: &mut [&mut [T]],
+) {
+    let (input_sizes, output_sizes) = kernel.operands(&shape);
+    let sizes = (shape.rows, shape.columns, shape.width);
+    let out_size = output_sizes[0].1;
+    for (local, b) in items.enumerate() {
+        let input = |index: usize| item(inputs[index], b, input_sizes[index].1);
+        let target = &mut outputs[0][local * out_size..][..out_size];
+        match kernel {
+            Kernel::Combine => combine_run(input(0), input(1), sizes, target),
+            Kernel::Dot => dot_run(input(0), input(1), sizes, target),
+            Kernel::Spread => spread_plain_run(input(0), input(1), sizes, target),
+            Kernel::SpreadSlope => spread_slope_run(input(0), input(1), input(2), sizes, target),
+            Kernel::SpreadSlopeSecond => {
+                let (r, u, g) = (input(0), input(1), input(2));
+                spread_second_run(r, u, g, input(3), input(4), sizes, target)
+            }
+        }
+    }
+}
+
+/// A chunk's batch items and its slices of every output.
+type ChunkOutputs<'a, T> = (std::ops::Range<usize>, Vec<&'a mut [T]>);
+
+/// Runs `kernel` of `shape` on `inputs` into `outputs` (overwritten), operands as
+/// [`Kernel`] lists them.
+///
+/// # Errors
+/// [`CoreError::InvalidInput`] on a wrong number of operands or one whose length does not fit
+/// the shape.
+pub fn run<T: Real>(
+    kernel: Kernel,
+    shape: Shape,
+    inputs: &[&[T]],
+    outputs: &mut [&mut [T]],
+) -> Result<()> {
+    let (input_sizes, output_sizes) = kernel.operands(&shape);
+    if inputs.len() != input_sizes.len() || outputs.len() != output_sizes.len() {
+        return Err(CoreError::InvalidInput(format!(
+            "thin {kernel:?}: takes {} inputs and {} outputs, got {} and {}",
+            input_sizes.len(),
+            output_sizes.len(),
+            inputs.len(),
+            outputs.len()
+        )));
+    }
+    let lengths = inputs
+        .iter()
+        .map(|x| x.len())
+        .chain(outputs.iter().map(|x| x.len()));
+    for ((name, per_item), got) in input_sizes.iter().chain(&output_sizes).zip(lengths) {
+        if got != per_item * shape.batch {
+            return Err(CoreError::InvalidInput(format!(
+                "thin {kernel:?}: {name} has {got} values, expected {} for {shape:?}",
+                per_item * shape.batch
+            )));
+        }
+    }
+    if shape.batch == 0 || output_sizes[0].1 == 0 {
+        for output in outputs.iter_mut() {
+            output.fill(T::zero());
+        }
+        return Ok(());
+    }
+    let chunks = parallel::ranges(shape.batch);
+    // Each chunk's slices of every output.
+    let mut pieces: Vec<ChunkOutputs<'_, T>> = chunks
+        .iter()
+        .map(|range| (range.clone(), Vec::new()))
+        .collect();
+    for (output, (_, size)) in outputs.iter_mut().zip(&output_sizes) {
+        let mut rest: &mut [T] = output;
+        for (range, parts) in pieces.iter_mut() {
+            let (head, tail) = rest.split_at_mut(range.len() * size);
+            parts.push(head);
+            rest = tail;
+        }
+    }
+    parallel::map(pieces, |(range, mut parts)| {
+        chunk(kernel, shape, inputs, range, &mut parts)
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(count: usize, seed: u64) -> Vec<f64> {
+        let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (0..count)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn close(a: &[f64], b: &[f64]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= 1e-12, "{x} vs {y}");
+        }
+    }
+
+    const ALL: [Kernel; 5] = [
+        Kernel::Combine,
+        Kernel::Spread,
+        Kernel::Dot,
+        Kernel::SpreadSlope,
+        Kernel::SpreadSlopeSecond,
+    ];
+
+    /// Direct loops over the formulas of [`Kernel`]'s docs.
+    fn reference(kernel: Kernel, s: Shape, inputs: &[Vec<f64>]) -> Vec<Vec<f64>> {
+        let (kk, m, n) = (s.rows, s.columns, s.width);
+        let at = |b: usize, k: usize, d: usize| (b * kk + k) * n + d;
+        let thin = |b: usize, k: usize, c: usize| (b * kk + k) * m + c;
+        let wide = |b: usize, c: usize, d: usize| (b * m + c) * n + d;
+        let spread = |rows: &[f64], g: &[f64]| {
+            let mut out = vec![0.0; s.batch * kk * n];
+            for b in 0..s.batch {
+                for k in 0..kk {
+                    for d in 0..n {
+                        for c in 0..m {
+                            out[at(b, k, d)] += rows[thin(b, k, c)] * g[wide(b, c, d)];
+                        }
+                    }
+                }
+            }
+            out
+        };
+        let combine = |rows: &[f64], y: &[f64]| {
+            let mut out = vec![0.0; s.batch * m * n];
+            for b in 0..s.batch {
+                for k in 0..kk {
+                    for c in 0..m {
+                        for d in 0..n {
+                            out[wide(b, c, d)] += rows[thin(b, k, c)] * y[at(b, k, d)];
+                        }
+                    }
+                }
+            }
+            out
+        };
+        match kernel {
+            Kernel::Combine => vec![combine(&inputs[0], &inputs[1])],
+            Kernel::Spread => vec![spread(&inputs[0], &inputs[1])],
+            Kernel::SpreadSlope => {
+                let product = spread(&inputs[0], &inputs[1]);
+                let y = &inputs[2];
+                vec![product
+                    .iter()
+                    .zip(y)
+                    .map(|(p, y)| p * (1.0 - y * y))
+                    .collect()]
+            }
+            Kernel::SpreadSlopeSecond => {
+                let (first, second) = (
+                    spread(&inputs[0], &inputs[2]),
+                    spread(&inputs[1], &inputs[2]),
+                );
+                let (y, v) = (&inputs[3], &inputs[4]);
+                let out = (0..first.len())
+                    .map(|i| (second[i] - 2.0 * y[i] * v[i] * first[i]) * (1.0 - y[i] * y[i]))
+                    .collect();
+                vec![out]
+            }
+            Kernel::Dot => {
+                let (g, y) = (&inputs[0], &inputs[1]);
+                let mut out = vec![0.0; s.batch * kk * m];
+                for b in 0..s.batch {
+                    for k in 0..kk {
+                        for c in 0..m {
+                            for d in 0..n {
+                                out[thin(b, k, c)] += g[wide(b, c, d)] * y[at(b, k, d)];
+                            }
+                        }
+                    }
+                }
+                vec![out]
+            }
+        }
+    }
+
+    fn call(kernel: Kernel, shape: Shape, inputs: &[Vec<f64>], threads: usize) -> Vec<Vec<f64>> {
+        let (_, output_sizes) = kernel.operands(&shape);
+        let mut outputs: Vec<Vec<f64>> = output_sizes
+            .iter()
+            .map(|(_, size)| vec![f64::NAN; size * shape.batch])
+            .collect();
+        let views: Vec<&[f64]> = inputs.iter().map(Vec::as_slice).collect();
+        let mut targets: Vec<&mut [f64]> = outputs.iter_mut().map(Vec::as_mut_slice).collect();
+        parallel::install(threads, || run(kernel, shape, &views, &mut targets))
+            .unwrap()
+            .unwrap();
+        outputs
+    }
+
+    /// Every kernel and specialised column count against the formulas, widths with and without
+    /// a remainder of the register block, 1 and 3 threads (same bits).
+    #[test]
+    fn kernels_match_their_formulas() {
+        for columns in [1, 2, 3, 4, 5] {
+            for width in [3, 16, 21, 50] {
+                let shape = Shape {
+                    batch: 5,
+                    rows: 7,
+                    columns,
+                    width,
+                };
+                for kernel in ALL {
+                    let (input_sizes, _) = kernel.operands(&shape);
+                    let inputs: Vec<Vec<f64>> = input_sizes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, size))| values(size * shape.batch, i as u64 + 1))
+                        .collect();
+                    let expected = reference(kernel, shape, &inputs);
+                    let one = call(kernel, shape, &inputs, 1);
+                    for (got, wanted) in one.iter().zip(&expected) {
+                        close(got, wanted);
+                    }
+                    assert_eq!(one, call(kernel, shape, &inputs, 3), "{kernel:?} {shape:?}");
+                }
+            }
+        }
+    }
+
+    /// ⟨combine(R, Y), G⟩ = ⟨R, dot(G, Y)⟩ = ⟨Y, spread(R, G)⟩: the kernels are each other's
+    /// adjoints (what the callers' derivatives rely on), in f32 too.
+    #[test]
+    fn kernels_are_adjoint() {
+        let shape = Shape {
+            batch: 3,
+            rows: 9,
+            columns: 4,
+            width: 19,
+        };
+        let (b, k, m, n) = (shape.batch, shape.rows, shape.columns, shape.width);
+        let to32 = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+        let (r, y, g) = (
+            to32(values(b * k * m, 3)),
+            to32(values(b * k * n, 4)),
+            to32(values(b * m * n, 5)),
+        );
+        let mut combined = vec![0.0f32; b * m * n];
+        let mut dotted = vec![0.0f32; b * k * m];
+        let mut spread = vec![0.0f32; b * k * n];
+        run(Kernel::Combine, shape, &[&r, &y], &mut [&mut combined]).unwrap();
+        run(Kernel::Dot, shape, &[&g, &y], &mut [&mut dotted]).unwrap();
+        run(Kernel::Spread, shape, &[&r, &g], &mut [&mut spread]).unwrap();
+        let inner = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        let (first, second, third) = (inner(&combined, &g), inner(&r, &dotted), inner(&y, &spread));
+        assert!((first - second).abs() <= 1e-4 * first.abs().max(1.0));
+        assert!((first - third).abs() <= 1e-4 * first.abs().max(1.0));
+    }
+
+    #[test]
+    fn rejects_operands_that_do_not_fit() {
+        let shape = Shape {
+            batch: 2,
+            rows: 3,
+            columns: 4,
+            width: 5,
+        };
+        let mut out = vec![0.0; 2 * 4 * 5];
+        let error = run(
+            Kernel::Combine,
+            shape,
+            &[&[0.0; 24], &[0.0; 29]],
+            &mut [&mut out],
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("Y has 29 values, expected 30"),
+            "{error}"
+        );
+        let error = run(Kernel::SpreadSlope, shape, &[&[0.0; 24]], &mut [&mut out]).unwrap_err();
+        assert!(error.to_string().contains("takes 3 inputs"), "{error}");
+    }
+}

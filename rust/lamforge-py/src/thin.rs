@@ -1,0 +1,94 @@
+//! Binding of `lamforge_core::thin`: batched products with one thin factor (the embedding nets'
+//! contractions with the environment rows).
+//!
+//! One entry point, `thin(kernel, batch, rows, columns, width, inputs, outputs, num_threads)`:
+//! `kernel` names a `lamforge_core::thin::Kernel` (`combine`, `spread`, `dot`, `spread_slope`,
+//! `spread_slope_second`), `inputs` and `outputs` are its operands in the order
+//! it lists them, flat C-contiguous NumPy arrays of one float dtype (float64 or float32); the
+//! outputs are overwritten.
+//! The GIL is released while it runs.
+
+use lamforge_core::parallel;
+use lamforge_core::thin::{self as kernels, Kernel, Shape};
+use lamforge_core::three_body::Real;
+use numpy::{Element, PyReadonlyArray1, PyReadwriteArray1};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::error;
+
+fn run_typed<T: Real + Element>(
+    py: Python<'_>,
+    kernel: Kernel,
+    shape: Shape,
+    inputs: &[Bound<'_, PyAny>],
+    outputs: &[Bound<'_, PyAny>],
+    num_threads: usize,
+) -> PyResult<()> {
+    let not_contiguous =
+        |what: &str| PyValueError::new_err(format!("thin {what} must be C-contiguous"));
+    let inputs: Vec<PyReadonlyArray1<'_, T>> = inputs
+        .iter()
+        .map(|x| x.extract())
+        .collect::<PyResult<_>>()?;
+    let mut outputs: Vec<PyReadwriteArray1<'_, T>> = outputs
+        .iter()
+        .map(|x| x.extract())
+        .collect::<PyResult<_>>()?;
+    let views: Vec<&[T]> = inputs
+        .iter()
+        .map(|x| x.as_slice().map_err(|_| not_contiguous("inputs")))
+        .collect::<PyResult<_>>()?;
+    let mut targets: Vec<&mut [T]> = outputs
+        .iter_mut()
+        .map(|x| x.as_slice_mut().map_err(|_| not_contiguous("outputs")))
+        .collect::<PyResult<_>>()?;
+    py.detach(|| {
+        parallel::install(num_threads, || {
+            kernels::run(kernel, shape, &views, &mut targets)
+        })
+    })
+    .and_then(|result| result)
+    .map_err(error::to_py)
+}
+
+/// Runs one thin product (see the module docs for the arguments).
+#[pyfunction]
+#[pyo3(signature = (kernel, batch, rows, columns, width, inputs, outputs, num_threads))]
+#[allow(clippy::too_many_arguments)]
+pub fn thin(
+    py: Python<'_>,
+    kernel: &str,
+    batch: usize,
+    rows: usize,
+    columns: usize,
+    width: usize,
+    inputs: Vec<Bound<'_, PyAny>>,
+    outputs: Vec<Bound<'_, PyAny>>,
+    num_threads: usize,
+) -> PyResult<()> {
+    let kernel = Kernel::from_name(kernel).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "thin kernel {kernel:?}: combine, spread, dot, spread_slope or spread_slope_second"
+        ))
+    })?;
+    let shape = Shape {
+        batch,
+        rows,
+        columns,
+        width,
+    };
+    let first = outputs
+        .first()
+        .ok_or_else(|| PyValueError::new_err("thin: no output array"))?;
+    if first.extract::<PyReadonlyArray1<'_, f64>>().is_ok() {
+        run_typed::<f64>(py, kernel, shape, &inputs, &outputs, num_threads)
+    } else {
+        run_typed::<f32>(py, kernel, shape, &inputs, &outputs, num_threads)
+    }
+}
+
+pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_function(wrap_pyfunction!(thin, module)?)?;
+    Ok(())
+}

@@ -1,0 +1,192 @@
+"""The Rust thin-factor products (``lamforge.nn.thin_kernel``) against ``torch.matmul``.
+
+Values of every product for thin widths with and without a specialised kernel, wide widths with
+and without a remainder of the register block, float64 and float32, one and several threads; the
+contraction's derivatives (``lamforge.nn.contraction``) with the kernels against autograd; and a
+model's force-training gradients with the kernels on and off.
+"""
+
+import pytest
+import torch
+from tests.unit.nn.nn_helpers import (
+    ELEMENTS,
+    assert_runs_agree,
+    build_model,
+    force_loss_runs,
+    molecule_frame,
+    periodic_frame,
+)
+
+from lamforge.nn import contraction, layers, thin_kernel
+from lamforge.testing.reference_neighbors import model_input
+
+
+def _operands(dtype, batch=3, rows=7, columns=4, width=21, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    options = {"dtype": dtype, "generator": generator}
+    return {
+        "rows": torch.randn(batch, rows, columns, **options),
+        "up_rows": torch.randn(batch, rows, columns, **options),
+        "wide": torch.randn(batch, rows, width, **options),
+        "upstream": torch.randn(batch, rows, width, **options),
+        "y": torch.rand(batch, rows, width, **options) * 2.0 - 1.0,
+        "thin": torch.randn(batch, columns, width, **options),
+    }
+
+
+def _products(t):
+    """Every product of the module, as (name, Rust-or-reference callable, plain reference)."""
+    slope = 1.0 - t["y"] * t["y"]
+    return [
+        (
+            "combine",
+            lambda: thin_kernel.combine(t["rows"], t["wide"]),
+            t["rows"].transpose(-1, -2) @ t["wide"],
+        ),
+        ("spread", lambda: thin_kernel.spread(t["rows"], t["thin"]), t["rows"] @ t["thin"]),
+        (
+            "dot",
+            lambda: thin_kernel.dot(t["thin"], t["wide"]),
+            t["wide"] @ t["thin"].transpose(-1, -2),
+        ),
+        (
+            "spread_slope",
+            lambda: thin_kernel.spread_slope(t["rows"], t["thin"], t["y"]),
+            (t["rows"] @ t["thin"]) * slope,
+        ),
+        (
+            "spread_slope_second",
+            lambda: thin_kernel.spread_slope_second(
+                t["rows"], t["up_rows"], t["thin"], t["y"], t["upstream"]
+            ),
+            (t["up_rows"] @ t["thin"] - 2.0 * t["y"] * t["upstream"] * (t["rows"] @ t["thin"]))
+            * slope,
+        ),
+    ]
+
+
+@pytest.mark.parametrize("columns", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("width", [3, 16, 50])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_products_match_matmul(columns, width, dtype):
+    tolerance = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {}
+    for name, function, expected in _products(_operands(dtype, columns=columns, width=width)):
+        got = function()
+        assert got.dtype == dtype, name
+        torch.testing.assert_close(got, expected, **tolerance, msg=name)
+
+
+def test_threads_give_the_same_bits(monkeypatch):
+    monkeypatch.setattr(thin_kernel, "PARALLEL_MIN_WORK", 0)  # threads even for tiny work
+    operands = _operands(torch.float64, batch=9, width=37)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = [function() for _, function, _ in _products(operands)]
+        torch.set_num_threads(3)
+        three = [function() for _, function, _ in _products(operands)]
+    finally:
+        torch.set_num_threads(previous)
+    for a, b in zip(one, three, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_non_contiguous_operands_and_empty_batches():
+    operands = _operands(torch.float64, width=16)
+    transposed = operands["wide"].transpose(0, 1).contiguous().transpose(0, 1)
+    assert not transposed.is_contiguous()
+    torch.testing.assert_close(
+        thin_kernel.combine(operands["rows"], transposed),
+        operands["rows"].transpose(-1, -2) @ operands["wide"],
+    )
+    empty = _operands(torch.float64, batch=0)
+    for name, function, expected in _products(empty):
+        assert function().shape == expected.shape, name
+
+
+def test_switch_off_and_tracing_use_matmul(monkeypatch):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from lamforge import kernels
+
+    tensor = torch.zeros(2, dtype=torch.float64)
+    assert thin_kernel.applies(tensor)
+    assert not thin_kernel.applies(tensor.to(torch.int64))
+    with kernels.use_fused(False):
+        assert not thin_kernel.applies(tensor)
+    with FakeTensorMode() as mode:
+        assert not thin_kernel.applies(mode.from_tensor(tensor))
+    monkeypatch.setattr(thin_kernel, "THIN_FUSED", False)
+    assert not thin_kernel.applies(tensor)
+    # The reference path gives the same values.
+    for name, function, expected in _products(_operands(torch.float64)):
+        torch.testing.assert_close(function(), expected, msg=name)
+
+
+def _plain_contract(left, z, x):
+    out = left @ torch.tanh(z)
+    if x is None:
+        return out
+    skip = left @ x
+    return out + (skip if skip.shape[-1] == out.shape[-1] else torch.cat([skip, skip], dim=-1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("skip_width", [None, 9, 18])
+def test_contraction_training_derivatives_with_the_kernels(dtype, skip_width):
+    """The contraction's value, force-like derivative and its derivative (the hand-written
+    formulas on the Rust products) against autograd on plain operations; the environment-like
+    left factor is a transposed view, as repinit passes it."""
+    generator = torch.Generator().manual_seed(3)
+    options = {"dtype": dtype, "generator": generator}
+    rows = torch.randn(5, 23, 4, **options)
+    z = torch.randn(5, 23, 18, **options)
+    x = None if skip_width is None else torch.randn(5, 23, skip_width, **options)
+    results = []
+    for function in (contraction.tanh_contract, _plain_contract):
+        left_rows = rows.clone().requires_grad_()
+        leaves = [left_rows, z.clone().requires_grad_()]
+        if x is not None:
+            leaves.append(x.clone().requires_grad_())
+        left = left_rows.transpose(-1, -2)
+        out = function(left, leaves[1], leaves[2] if x is not None else None)
+        weight = torch.linspace(-1.0, 1.0, out.numel(), dtype=dtype).view_as(out)
+        first = torch.autograd.grad((out * weight).sum(), leaves, create_graph=True)
+        loss = (out**2).sum() + sum((g * g.detach().sin()).sum() for g in first)
+        results.append([out, *first, *torch.autograd.grad(loss, leaves)])
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-4
+    for ours, reference in zip(*results, strict=True):
+        scale = max(float(reference.detach().abs().max()), 1.0)
+        torch.testing.assert_close(ours, reference, rtol=0, atol=tolerance * scale)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_model_with_thin_kernels_equals_matmul(dtype, monkeypatch):
+    # Energies, forces, virials and force-training weight gradients of the test model, kernels
+    # on against off (the hand-written contraction lowered to the test model's small tensors).
+    monkeypatch.setattr(layers, "HAND_DERIVATIVE_MIN_SIZE", 0)
+    calls = []
+    run = thin_kernel._run
+    monkeypatch.setattr(
+        thin_kernel, "_run", lambda kernel, *args: calls.append(kernel) or run(kernel, *args)
+    )
+    model = build_model("new", precision="float32" if dtype == torch.float32 else "float64")
+    inputs = model_input([periodic_frame(), molecule_frame()], ELEMENTS, [(4.0, 40), (3.0, 20)])
+    runs = force_loss_runs(
+        model,
+        inputs.to(dtype=dtype),
+        lambda fused: monkeypatch.setattr(thin_kernel, "THIN_FUSED", fused),
+    )
+    assert_runs_agree(runs, dtype)
+    assert set(calls) == {"combine", "spread", "dot", "spread_slope", "spread_slope_second"}
+
+
+def test_core_rejects_unknown_kernels_and_misfit_operands():
+    from lamforge import _core
+
+    values = [torch.zeros(24, dtype=torch.float64).numpy(), torch.zeros(30).double().numpy()]
+    out = [torch.zeros(40, dtype=torch.float64).numpy()]
+    with pytest.raises(ValueError, match='thin kernel "nope"'):
+        _core.thin("nope", 2, 3, 4, 5, values, out, 1)
+    with pytest.raises(ValueError, match="Y has 29 values, expected 30"):
+        _core.thin("combine", 2, 3, 4, 5, [values[0], values[1][:29]], out, 1)
