@@ -106,8 +106,12 @@ def three_body_backward(
     grad_out: npt.NDArray[Any],
     with_params: bool,
     num_threads: int,
+    with_cosine: bool = True,
 ) -> tuple[npt.NDArray[Any], ThreeBodyGrads | None]:
-    """(gradient of the cosines [rows], parameter gradients or None) of Σ grad_out ⊙ out."""
+    """(gradient of the cosines [rows], parameter gradients or None) of Σ grad_out ⊙ out.
+
+    ``with_cosine=False`` leaves the cosines' gradient out (an empty array).
+    """
 
 def three_body_double_backward(
     net: ThreeBodyNet,

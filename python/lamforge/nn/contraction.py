@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 
 from lamforge.nn import thin_kernel as thin
+from lamforge.nn.engine import wants_gradient
 
 
 def _skip_adjoint(grad: torch.Tensor, skip: int) -> torch.Tensor:
@@ -75,19 +76,27 @@ def tanh_contract(left: torch.Tensor, z: torch.Tensor, x: torch.Tensor | None) -
 
 
 def _first_derivatives(
-    grad: torch.Tensor, left: torch.Tensor, x: torch.Tensor, y: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(∂/∂L, ∂/∂z, ∂/∂x) of the module docstring for the upstream ``grad`` (3-d tensors)."""
+    grad: torch.Tensor,
+    left: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    with_left: bool = True,
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """(∂/∂L, ∂/∂z, ∂/∂x) of the module docstring for the upstream ``grad`` (3-d tensors).
+
+    ``with_left=False`` leaves out ∂/∂L (None).
+    """
     rows = left.transpose(-1, -2)  # Lᵀ [B, K, M], the thin factor in its own layout
     grad_z = thin.spread_slope(rows, grad, y)
-    grad_rows = thin.dot(grad, y)
+    grad_rows = thin.dot(grad, y) if with_left else None
     if x.numel() > 0:
         skip_grad = _skip_adjoint(grad, x.shape[-1])
         grad_x = thin.spread(rows, skip_grad)
-        grad_rows = grad_rows.add_(thin.dot(skip_grad, x))
+        if grad_rows is not None:
+            grad_rows = grad_rows.add_(thin.dot(skip_grad, x))
     else:
         grad_x = x.new_zeros(0)
-    return grad_rows.transpose(-1, -2), grad_z, grad_x
+    return (None if grad_rows is None else grad_rows.transpose(-1, -2)), grad_z, grad_x
 
 
 class _TanhContract(torch.autograd.Function):
@@ -108,7 +117,8 @@ class _TanhContract(torch.autograd.Function):
         if torch.is_grad_enabled():
             grad_left, grad_z, grad_x = _TanhContractGradient.apply(grad, left, z, x, y)
         else:  # nothing recorded (no create_graph): the plain operations
-            grad_left, grad_z, grad_x = _first_derivatives(grad, left, x, y)
+            with_left = wants_gradient(ctx, 0)
+            grad_left, grad_z, grad_x = _first_derivatives(grad, left, x, y, with_left)
         return (
             grad_left if ctx.needs_input_grad[0] else None,
             grad_z if ctx.needs_input_grad[1] else None,
@@ -137,7 +147,8 @@ class _TanhContractGradient(torch.autograd.Function):
         if torch.is_grad_enabled():
             return _gradient_derivative_reference(ctx, grad, left, z, x, up_left, up_z, up_x)
         has_skip = x.numel() > 0
-        need_grad, need_left, need_z, need_x = ctx.needs_input_grad[:4]
+        need_grad, need_z, need_x = (ctx.needs_input_grad[i] for i in (0, 2, 3))
+        need_left = wants_gradient(ctx, 1)
         rows, up_rows = left.transpose(-1, -2), up_left.transpose(-1, -2)
         out_grad = out_left = out_z = out_x = None
         if need_z:

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from lamforge.nn.engine import wants_gradient
 from lamforge.nn.layers import DenseLayer
 
 # Use the fused Rust path where it applies (CPU, tanh nets); False forces the PyTorch ops.
@@ -203,6 +204,29 @@ class _ThreeBodySum(torch.autograd.Function):
             return torch.from_numpy(grad_cosine), *([None] * (len(needs) - 1))
         if getattr(_state, "inputs_only", False):
             needs = tuple(False for _ in needs)
+        if not torch.is_grad_enabled():
+            # Nothing recorded: the core directly, without the cosines' gradient (and its
+            # forward-mode tangents) when the running backward does not use it (the weights'
+            # pass of training on forces: it leads to the positions only).
+            with_cosine = wants_gradient(ctx, 0)
+            net = _Net(table, first_weight, params, ctx.skips)
+            rows = _rows(cosine, weight, row_type, segment, ctx.num_segments)
+            param_needs = needs[6:]  # table, first weight, then per layer
+            with_params = any(param_needs)
+            grad_cosine, grads = _core().three_body_backward(
+                net.arrays(),
+                rows,
+                _array(saved),
+                _array(grad_out),
+                with_params,
+                torch.get_num_threads(),
+                with_cosine,
+            )
+            param_grads = (
+                net.param_grads(grads, param_needs) if with_params else [None] * len(param_needs)
+            )
+            cosine_grad = torch.from_numpy(grad_cosine) if with_cosine else None
+            return cosine_grad, None, None, None, None, None, *param_grads
         grads = _ThreeBodyBackward.apply(
             grad_out,
             cosine,

@@ -662,7 +662,7 @@ vector_dispatch!(forward_blocks, forward_chunk, <'a, 'b, 'c>, Real,
      piece: &'a mut [T], save: Save) -> Vec<T>);
 vector_dispatch!(backward_blocks, backward_chunk, <'a, 'b, 'c>, Real,
     (net: &'a Net<'b, T>, rows: &'a Rows<'c, T>, saved: &'a [T], grad_out: &'a [T],
-     blocks: std::ops::Range<usize>, with_params: bool) -> (Vec<T>, Option<NetGrads<T>>));
+     blocks: std::ops::Range<usize>, wanted: (bool, bool)) -> (Vec<T>, Option<NetGrads<T>>));
 vector_dispatch!(double_backward_blocks, double_backward_chunk,
     <'a, 'b, 'c>, Real,
     (net: &'a Net<'b, T>, rows: &'a Rows<'c, T>, saved: &'a [T], grad_out: &'a [T],
@@ -725,31 +725,38 @@ fn backward_chunk<T: Real>(
     saved: &[T],
     grad_out: &[T],
     blocks: std::ops::Range<usize>,
-    with_params: bool,
+    (with_params, with_cosine): (bool, bool),
 ) -> (Vec<T>, Option<NetGrads<T>>) {
     let width_out = net.width_out();
     let neurons = net.num_neurons();
     let last = neurons - width_out;
-    let mut cosine_grads = Vec::with_capacity(blocks.len() * BLOCK);
+    let mut cosine_grads = Vec::with_capacity(if with_cosine { blocks.len() * BLOCK } else { 0 });
     let mut grads = with_params.then(|| LaneGrads::new(net));
     let mut work = Workspace::new(net);
     for block in blocks {
         let block_rows = BlockRows::load(rows, block);
         let block_saved = &saved[block * neurons * BLOCK..(block + 1) * neurons * BLOCK];
-        work.evaluate(net, &block_rows, true, Some(block_saved));
-        // d/dc [w c y(c)] = w (y + c y').
+        // The tangents (derivatives in the cosine) only for the cosines' gradient.
+        work.evaluate(net, &block_rows, with_cosine, Some(block_saved));
         let mut sum = [T::zero(); BLOCK];
         for j in 0..width_out {
             let g = gather(grad_out, &block_rows, width_out, j);
-            let (y, y_dot) = (&work.output[last + j], &work.tangent[last + j]);
             let adjoint = &mut work.adjoint[last + j];
             for b in 0..BLOCK {
-                sum[b] += g[b] * (y[b] + block_rows.cosine[b] * y_dot[b]);
                 adjoint[b] = block_rows.weight[b] * block_rows.cosine[b] * g[b];
             }
+            if with_cosine {
+                // d/dc [w c y(c)] = w (y + c y').
+                let (y, y_dot) = (&work.output[last + j], &work.tangent[last + j]);
+                for b in 0..BLOCK {
+                    sum[b] += g[b] * (y[b] + block_rows.cosine[b] * y_dot[b]);
+                }
+            }
         }
-        for b in 0..block_rows.len {
-            cosine_grads.push(block_rows.weight[b] * sum[b]);
+        if with_cosine {
+            for b in 0..block_rows.len {
+                cosine_grads.push(block_rows.weight[b] * sum[b]);
+            }
         }
         if let Some(grads) = grads.as_mut() {
             work.reverse(net, &block_rows, false, grads);
@@ -960,8 +967,9 @@ fn gather<T: Real>(grad_out: &[T], rows: &BlockRows<T>, width_out: usize, j: usi
     g
 }
 
-/// Gradients of `Σ grad_out ⊙ forward(...)` with respect to the cosines (and, with
-/// `with_params`, the net's parameters). `grad_out`: [num_segments, width_out]; `saved`: the
+/// Gradients of `Σ grad_out ⊙ forward(...)` with respect to the cosines (with `with_cosine`;
+/// else [`Backward::cosine`] is empty and the forward-mode tangents are not computed) and, with
+/// `with_params`, the net's parameters. `grad_out`: [num_segments, width_out]; `saved`: the
 /// activations from [`forward`].
 pub fn backward<T: Real>(
     net: &Net<'_, T>,
@@ -969,13 +977,21 @@ pub fn backward<T: Real>(
     saved: &[T],
     grad_out: &[T],
     with_params: bool,
+    with_cosine: bool,
 ) -> Result<Backward<T>> {
     net.validate(rows)?;
     check_saved(net, rows, saved)?;
     let width_out = net.width_out();
     check_grad_out(grad_out, rows, width_out)?;
     let parts = parallel::map(chunks(rows.cosine.len()), |blocks| {
-        backward_blocks(net, rows, saved, grad_out, blocks, with_params)
+        backward_blocks(
+            net,
+            rows,
+            saved,
+            grad_out,
+            blocks,
+            (with_params, with_cosine),
+        )
     });
     let mut cosine_parts = Vec::with_capacity(parts.len());
     let mut params: Option<NetGrads<T>> = None;
@@ -1151,6 +1167,7 @@ mod tests {
             &saved,
             &grad_out(),
             false,
+            true,
         )
         .unwrap()
         .cosine;
@@ -1169,16 +1186,16 @@ mod tests {
     fn parameter_gradients_match_finite_differences() {
         let case = case();
         let saved = saved(&case, &case.cosine);
-        let grads = backward(
-            &net(&case),
-            &rows(&case, &case.cosine),
-            &saved,
-            &grad_out(),
-            true,
-        )
-        .unwrap()
-        .params
-        .unwrap();
+        let run = |with_cosine| {
+            let net = net(&case);
+            let rows = rows(&case, &case.cosine);
+            backward(&net, &rows, &saved, &grad_out(), true, with_cosine).unwrap()
+        };
+        let (both, params_only) = (run(true), run(false));
+        // Without the cosines' gradient (no tangents): the same parameter gradients, no cosines.
+        assert!(params_only.cosine.is_empty());
+        assert_eq!(both.params, params_only.params);
+        let grads = params_only.params.unwrap();
         let h = 1e-6;
         let check = |perturb: &dyn Fn(&mut Case, f64), analytic: f64| {
             let mut plus = case_clone(&case);
@@ -1215,7 +1232,15 @@ mod tests {
     fn force_loss(case: &Case, grad_out: &[f64], v: &[f64]) -> f64 {
         let cosine = case.cosine.clone();
         let saved = saved(case, &cosine);
-        let back = backward(&net(case), &rows(case, &cosine), &saved, grad_out, false).unwrap();
+        let back = backward(
+            &net(case),
+            &rows(case, &cosine),
+            &saved,
+            grad_out,
+            false,
+            true,
+        )
+        .unwrap();
         back.cosine.iter().zip(v).map(|(a, b)| a * b).sum()
     }
 
@@ -1285,7 +1310,7 @@ mod tests {
             .unwrap();
         let from_factors = cosine_gradient(&net, &rows, &factors, &grad_out()).unwrap();
         let saved = saved(&case, &case.cosine);
-        let expected = backward(&net, &rows, &saved, &grad_out(), false)
+        let expected = backward(&net, &rows, &saved, &grad_out(), false, true)
             .unwrap()
             .cosine;
         for (a, b) in from_factors.iter().zip(&expected) {
@@ -1329,8 +1354,8 @@ mod tests {
             double_backward_chunk(&net, &rows, &piece, &upstream, &v, blocks.clone())
         );
         assert_eq!(
-            backward_blocks(&net, &rows, &piece, &upstream, blocks.clone(), true),
-            backward_chunk(&net, &rows, &piece, &upstream, blocks, true)
+            backward_blocks(&net, &rows, &piece, &upstream, blocks.clone(), (true, true)),
+            backward_chunk(&net, &rows, &piece, &upstream, blocks, (true, true))
         );
     }
 

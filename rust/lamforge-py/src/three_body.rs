@@ -221,7 +221,7 @@ fn backward_typed<'py, T: Real + Element>(
     rows: &Bound<'py, PyAny>,
     saved: &Bound<'py, PyAny>,
     grad_out: &Bound<'py, PyAny>,
-    with_params: bool,
+    (with_params, with_cosine): (bool, bool),
     num_threads: usize,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let net_arrays: NetTuple<'py, T> = net.extract()?;
@@ -233,7 +233,7 @@ fn backward_typed<'py, T: Real + Element>(
     let result = py
         .detach(|| {
             parallel::install(num_threads, || {
-                three_body::backward(&net, &rows, saved, grad_out, with_params)
+                three_body::backward(&net, &rows, saved, grad_out, with_params, with_cosine)
             })
         })
         .and_then(|result| result)
@@ -245,9 +245,11 @@ fn backward_typed<'py, T: Real + Element>(
     (vector(py, result.cosine), params).into_pyobject(py)
 }
 
-/// `(grad_cosine [rows], parameter gradients or None)` of `Σ grad_out ⊙ out`.
+/// `(grad_cosine [rows], parameter gradients or None)` of `Σ grad_out ⊙ out`; with
+/// `with_cosine=False` the cosines' gradient is left out (an empty array).
 #[pyfunction]
-#[pyo3(signature = (net, rows, saved, grad_out, with_params, num_threads))]
+#[pyo3(signature = (net, rows, saved, grad_out, with_params, num_threads, with_cosine=true))]
+#[allow(clippy::too_many_arguments)]
 pub fn three_body_backward<'py>(
     py: Python<'py>,
     net: &Bound<'py, PyAny>,
@@ -256,6 +258,7 @@ pub fn three_body_backward<'py>(
     grad_out: &Bound<'py, PyAny>,
     with_params: bool,
     num_threads: usize,
+    with_cosine: bool,
 ) -> PyResult<Bound<'py, PyTuple>> {
     by_dtype!(
         rows,
@@ -265,7 +268,7 @@ pub fn three_body_backward<'py>(
             rows.as_any(),
             saved,
             grad_out,
-            with_params,
+            (with_params, with_cosine),
             num_threads
         )
     )

@@ -190,3 +190,35 @@ def test_core_rejects_unknown_kernels_and_misfit_operands():
         _core.thin("nope", 2, 3, 4, 5, values, out, 1)
     with pytest.raises(ValueError, match="Y has 29 values, expected 30"):
         _core.thin("combine", 2, 3, 4, 5, [values[0], values[1][:29]], out, 1)
+
+
+def test_weights_pass_skips_the_environment_gradient(monkeypatch):
+    """In ``loss.backward(inputs=parameters)`` the environment rows' gradient is not wanted: the
+    contraction's backward passes leave it out, and the wanted gradients stay the same."""
+    generator = torch.Generator().manual_seed(5)
+    options = {"dtype": torch.float64, "generator": generator}
+    positions = torch.randn(4, 19, 4, **options)
+    z_leaf = torch.randn(4, 19, 10, **options).requires_grad_()
+    x_leaf = torch.randn(4, 19, 5, **options).requires_grad_()
+    asked = []
+    wants = contraction.wants_gradient
+    monkeypatch.setattr(
+        contraction,
+        "wants_gradient",
+        lambda ctx, index: asked.append(wants(ctx, index)) or asked[-1],
+    )
+    results = []
+    for skip in (True, False):
+        if not skip:
+            monkeypatch.setattr(contraction, "wants_gradient", lambda ctx, index: True)
+        rows_leaf = positions.clone().requires_grad_()
+        left = (rows_leaf * 1.0).transpose(-1, -2)  # not a leaf: like repinit's environment
+        out = contraction.tanh_contract(left, z_leaf * 1.0, x_leaf * 1.0)
+        (force,) = torch.autograd.grad(out.square().sum(), rows_leaf, create_graph=True)
+        loss = force.sin().sum() + out.sum()
+        z_leaf.grad = x_leaf.grad = None
+        loss.backward(inputs=[z_leaf, x_leaf])
+        results.append([z_leaf.grad.clone(), x_leaf.grad.clone()])
+    assert asked == [False, False]  # both backward passes left the environment's gradient out
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)

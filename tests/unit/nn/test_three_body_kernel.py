@@ -230,3 +230,36 @@ def test_no_grad_gives_the_same_sums_without_a_graph():
         plain = kernel.three_body_sum(*args)
     assert not plain.requires_grad
     assert torch.equal(plain, kernel.three_body_sum(*args).detach())
+
+
+def test_weights_pass_without_the_cosines_gradient_matches(monkeypatch):
+    """Training on forces backpropagates ``loss.backward(inputs=parameters)``: the cosines come
+    from the positions, so the fused node's backward skips their gradient (and the tangents).
+    The parameters' gradients equal those of a backward that computes it."""
+    dtype = torch.float64
+    layers = _layers((2, 4, 8), True, dtype, seed=15)
+    positions, weight, row_type, segment = _rows(120, 3, 5, dtype, seed=16)
+    table = torch.randn(3, 2, dtype=dtype, requires_grad=True)
+    params = [table] + [p for layer in layers for p in layer.parameters()]
+    direction = torch.randn(120, dtype=dtype)
+    asked = []
+    wants = kernel.wants_gradient
+    monkeypatch.setattr(
+        kernel, "wants_gradient", lambda ctx, index: asked.append(wants(ctx, index)) or asked[-1]
+    )
+    results = []
+    for skip in (True, False):
+        if not skip:
+            monkeypatch.setattr(kernel, "wants_gradient", lambda ctx, index: True)
+        cosine = positions.detach().sin().requires_grad_()  # not a leaf of the weights' pass
+        rows = (cosine * 1.0, weight, row_type, segment, 5)
+        out = kernel.three_body_sum(*rows, table, layers)
+        (force,) = torch.autograd.grad(out.square().sum(), cosine, create_graph=True)
+        loss = (force * direction).sum() + out.sum()
+        for p in params:
+            p.grad = None
+        loss.backward(inputs=params)
+        results.append([p.grad.clone() for p in params])
+    assert asked == [False]  # the weights' pass skipped the cosines' gradient
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-14)
