@@ -19,9 +19,16 @@ interpreted (``TRITON_INTERPRET=1``), so they load lazily on the first fused cal
 ``lamforge.kernels`` (as ``lamforge.nn`` does) never imports Triton.
 """
 
-from lamforge.kernels.switch import fused_enabled, fused_setting, interpreting, use_fused
+from lamforge.kernels.switch import (
+    core_kernel_applies,
+    fused_enabled,
+    fused_setting,
+    interpreting,
+    use_fused,
+)
 
 __all__ = [
+    "core_kernel_applies",
     "environment_matrix",
     "fused_enabled",
     "fused_setting",

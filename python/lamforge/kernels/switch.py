@@ -78,3 +78,25 @@ def fused_enabled(tensor: torch.Tensor) -> bool:
             "on the CPU only in its interpreter (set TRITON_INTERPRET=1 before importing lamforge)"
         )
     return True
+
+
+def core_kernel_applies(tensor: torch.Tensor, function: str) -> bool:
+    """Whether the Rust core's CPU kernel ``lamforge._core.<function>`` can run on ``tensor``.
+
+    A plain CPU tensor of float64 or float32, not while tracing (``torch.compile``,
+    ``torch.export``, ``make_fx`` and TorchScript see PyTorch operations only: tracers pass tensor
+    subclasses), not inside ``use_fused(False)`` (reference operations everywhere, as the export
+    program asks), and a build of the core that has the kernel.
+    """
+    if not (
+        type(tensor) is torch.Tensor
+        and tensor.device.type == "cpu"
+        and tensor.dtype in (torch.float64, torch.float32)
+        and _setting is not False
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+    ):
+        return False
+    from lamforge import _core
+
+    return hasattr(_core, function)

@@ -32,23 +32,12 @@ AGGREGATE_FUSED = True
 
 
 def applies(tensor: torch.Tensor) -> bool:
-    """Whether the Rust reductions can run on ``tensor``.
+    """Whether the Rust kernels can run on ``tensor``.
 
-    A plain CPU tensor of float64 or float32, not while tracing (``torch.compile``,
-    ``torch.export``, ``make_fx`` and TorchScript see PyTorch operations only: tracers pass tensor
-    subclasses), and not inside ``lamforge.kernels.use_fused(False)`` (reference operations
-    everywhere, as the export program asks).
+    ``AGGREGATE_FUSED`` and :func:`lamforge.kernels.core_kernel_applies` (a plain CPU float
+    tensor, not while tracing, not under ``lamforge.kernels.use_fused(False)``).
     """
-    return (
-        AGGREGATE_FUSED
-        and type(tensor) is torch.Tensor
-        and tensor.device.type == "cpu"
-        and tensor.dtype in (torch.float64, torch.float32)
-        and kernels.fused_setting() is not False
-        and not torch.compiler.is_compiling()
-        and not torch.jit.is_tracing()
-        and hasattr(_core(), "aggregate")
-    )
+    return AGGREGATE_FUSED and kernels.core_kernel_applies(tensor, "aggregate")
 
 
 def _core():

@@ -39,22 +39,12 @@ def _core():
 
 
 def applies(tensor: torch.Tensor) -> bool:
-    """Whether the Rust products can run on ``tensor`` (and tensors like it).
+    """Whether the Rust kernels can run on ``tensor``.
 
-    A plain CPU tensor of float64 or float32, not while tracing (tracers pass tensor subclasses;
-    ``torch.compile`` and TorchScript see PyTorch operations only), and not inside
-    ``lamforge.kernels.use_fused(False)``.
+    ``THIN_FUSED`` and :func:`lamforge.kernels.core_kernel_applies` (a plain CPU float tensor, not
+    while tracing, not under ``lamforge.kernels.use_fused(False)``).
     """
-    return (
-        THIN_FUSED
-        and type(tensor) is torch.Tensor
-        and tensor.device.type == "cpu"
-        and tensor.dtype in (torch.float64, torch.float32)
-        and kernels.fused_setting() is not False
-        and not torch.compiler.is_compiling()
-        and not torch.jit.is_tracing()
-        and hasattr(_core(), "thin")
-    )
+    return THIN_FUSED and kernels.core_kernel_applies(tensor, "thin")
 
 
 def _flat(tensor: torch.Tensor, dtype: torch.dtype):

@@ -158,6 +158,26 @@ def _restore(ctx, count: int) -> tuple[list[torch.Tensor], list]:
     return list(saved[:count]), params
 
 
+def _backward_gradients(net: _Net, rows, saved, grad_out, needs, with_cosine: bool):
+    """(cosines' gradient or None, parameter gradients or None each) from the core's backward.
+
+    ``needs``: whether each of the table, the first weight and the per-layer parameters wants a
+    gradient; ``with_cosine=False`` leaves the cosines' gradient (and its tangents) out.
+    """
+    with_params = any(needs)
+    grad_cosine, grads = _core().three_body_backward(
+        net.arrays(),
+        rows,
+        _array(saved),
+        _array(grad_out),
+        with_params,
+        torch.get_num_threads(),
+        with_cosine,
+    )
+    param_grads = net.param_grads(grads, needs) if with_params else [None] * len(needs)
+    return (torch.from_numpy(grad_cosine) if with_cosine else None), param_grads
+
+
 class _ThreeBodySum(torch.autograd.Function):
     """forward: the segment sums; backward: :class:`_ThreeBodyBackward` (differentiable)."""
 
@@ -211,21 +231,9 @@ class _ThreeBodySum(torch.autograd.Function):
             with_cosine = wants_gradient(ctx, 0)
             net = _Net(table, first_weight, params, ctx.skips)
             rows = _rows(cosine, weight, row_type, segment, ctx.num_segments)
-            param_needs = needs[6:]  # table, first weight, then per layer
-            with_params = any(param_needs)
-            grad_cosine, grads = _core().three_body_backward(
-                net.arrays(),
-                rows,
-                _array(saved),
-                _array(grad_out),
-                with_params,
-                torch.get_num_threads(),
-                with_cosine,
+            cosine_grad, param_grads = _backward_gradients(
+                net, rows, saved, grad_out, needs[6:], with_cosine
             )
-            param_grads = (
-                net.param_grads(grads, param_needs) if with_params else [None] * len(param_needs)
-            )
-            cosine_grad = torch.from_numpy(grad_cosine) if with_cosine else None
             return cosine_grad, None, None, None, None, None, *param_grads
         grads = _ThreeBodyBackward.apply(
             grad_out,
@@ -266,19 +274,10 @@ class _ThreeBodyBackward(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         net = _Net(table, first_weight, params, skips)
         rows = _rows(cosine, weight, row_type, segment, num_segments)
-        with_params = any(needs)
-        grad_cosine, grads = _core().three_body_backward(
-            net.arrays(),
-            rows,
-            _array(saved),
-            _array(grad_out),
-            with_params,
-            torch.get_num_threads(),
-        )
+        grad_cosine, param_grads = _backward_gradients(net, rows, saved, grad_out, needs, True)
         tensors = (grad_out, cosine, weight, row_type, segment, saved, table, first_weight)
         _save(ctx, tensors, params, num_segments, skips)
-        param_grads = net.param_grads(grads, needs) if with_params else [None] * len(needs)
-        return (torch.from_numpy(grad_cosine), *param_grads)
+        return (grad_cosine, *param_grads)
 
     @staticmethod
     def backward(ctx, grad_grad_cosine, *grad_param_grads):  # noqa: D102

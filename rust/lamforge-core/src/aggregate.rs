@@ -26,7 +26,7 @@
 
 use crate::error::{CoreError, Result};
 use crate::parallel;
-use crate::simd::vector_dispatch;
+use crate::simd::{dot, vector_dispatch};
 use crate::three_body::Real;
 
 /// The neighbour slots of `n` centres: `index[i * num_slots + j]` is a row of the node table.
@@ -237,25 +237,6 @@ fn chunk<T: Real>(
     }
 }
 
-/// Dot product in 8 interleaved partial sums (vectorises; fixed order, so the same bits for any
-/// vector width).
-#[inline(always)]
-fn dot<T: Real>(a: &[T], b: &[T]) -> T {
-    let mut partial = [T::zero(); 8];
-    let mut a_chunks = a.chunks_exact(8);
-    let mut b_chunks = b.chunks_exact(8);
-    for (x, y) in (&mut a_chunks).zip(&mut b_chunks) {
-        for k in 0..8 {
-            partial[k] += x[k] * y[k];
-        }
-    }
-    let mut total = T::zero();
-    for (&x, &y) in a_chunks.remainder().iter().zip(b_chunks.remainder()) {
-        total += x * y;
-    }
-    partial.iter().fold(T::zero(), |sum, &v| sum + v) + total
-}
-
 vector_dispatch!(chunk_run, chunk, <'a, 'b>, Real,
     (kernel: Kernel, edges: &'a Edges<'b>, first: &'a [T], second: &'a [T],
      shape: (usize, usize), centres: std::ops::Range<usize>, out: &'a mut [T]) -> ());
@@ -356,19 +337,7 @@ pub fn run<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic values in [-1, 1).
-    fn values(count: usize, seed: u64) -> Vec<f64> {
-        let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        (0..count)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::test_values::values;
 
     const N: usize = 5; // slots
     const A: usize = 7; // nodes

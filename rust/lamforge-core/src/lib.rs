@@ -13,6 +13,8 @@ pub mod neighbors;
 pub mod parallel;
 mod simd;
 pub mod store;
+#[cfg(test)]
+mod test_values;
 pub mod thin;
 pub mod three_body;
 

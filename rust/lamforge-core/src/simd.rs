@@ -5,6 +5,8 @@
 //! picks the widest the CPU has at run time. No FMA contraction happens (Rust never fuses a
 //! multiply and an add on its own), so every copy gives the same bits.
 
+use crate::three_body::Real;
+
 /// The widest vector instructions of this CPU the chunk functions have a copy for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -63,3 +65,22 @@ macro_rules! vector_dispatch {
 }
 
 pub(crate) use vector_dispatch;
+
+/// Dot product in 8 interleaved partial sums (vectorises; fixed order, so the same bits for any
+/// vector width).
+#[inline(always)]
+pub(crate) fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    let mut partial = [T::zero(); 8];
+    let mut a_chunks = a.chunks_exact(8);
+    let mut b_chunks = b.chunks_exact(8);
+    for (x, y) in (&mut a_chunks).zip(&mut b_chunks) {
+        for k in 0..8 {
+            partial[k] += x[k] * y[k];
+        }
+    }
+    let mut total = T::zero();
+    for (&x, &y) in a_chunks.remainder().iter().zip(b_chunks.remainder()) {
+        total += x * y;
+    }
+    partial.iter().fold(T::zero(), |sum, &v| sum + v) + total
+}

@@ -23,7 +23,7 @@
 
 use crate::error::{CoreError, Result};
 use crate::parallel;
-use crate::simd::vector_dispatch;
+use crate::simd::{dot, vector_dispatch};
 use crate::three_body::Real;
 
 /// Columns of `combine`'s output held in registers at once.
@@ -292,24 +292,6 @@ fn spread_columns<T: Real>(
     }
 }
 
-/// Eight interleaved partial sums of `a · b`, then the remainder (fixed order).
-#[inline(always)]
-fn dot_product<T: Real>(a: &[T], b: &[T]) -> T {
-    let mut partial = [T::zero(); 8];
-    let mut a_chunks = a.chunks_exact(8);
-    let mut b_chunks = b.chunks_exact(8);
-    for (x, y) in (&mut a_chunks).zip(&mut b_chunks) {
-        for lane in 0..8 {
-            partial[lane] += x[lane] * y[lane];
-        }
-    }
-    let mut rest = T::zero();
-    for (&x, &y) in a_chunks.remainder().iter().zip(b_chunks.remainder()) {
-        rest += x * y;
-    }
-    partial.iter().fold(T::zero(), |sum, &value| sum + value) + rest
-}
-
 /// `dot` for one batch item with `M` columns: `g` [M, n], `y` [K, n] -> `out` [K, M].
 #[inline(always)]
 fn dot_item<T: Real, const M: usize>(g: &[T], y: &[T], rows: usize, n: usize, out: &mut [T]) {
@@ -380,7 +362,7 @@ fn dot_one<T: Real>(g: &[T], y: &[T], (rows, m, n): (usize, usize, usize), out: 
         _ => {
             for k in 0..rows {
                 for c in 0..m {
-                    out[k * m + c] = dot_product(&g[c * n..][..n], &y[k * n..][..n]);
+                    out[k * m + c] = dot(&g[c * n..][..n], &y[k * n..][..n]);
                 }
             }
         }
@@ -540,18 +522,7 @@ pub fn run<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(count: usize, seed: u64) -> Vec<f64> {
-        let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        (0..count)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::test_values::values;
 
     fn close(a: &[f64], b: &[f64]) {
         assert_eq!(a.len(), b.len());

@@ -176,3 +176,13 @@ def assert_runs_agree(runs, dtype: torch.dtype) -> None:
         assert torch.allclose(
             grads[name], value, rtol=1e-10 if tight else 1e-3, atol=1e-12 if tight else 1e-4
         ), name
+
+
+def plain_contract(left, z, x):
+    """``left @ (tanh(z) + S(x))`` in plain PyTorch operations: the reference of
+    :func:`lamforge.nn.contraction.tanh_contract` (S: nothing, the identity or [x, x])."""
+    out = left @ torch.tanh(z)
+    if x is None:
+        return out
+    skip = left @ x
+    return out + (skip if skip.shape[-1] == out.shape[-1] else torch.cat([skip, skip], dim=-1))

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.unit.nn.nn_helpers import plain_contract
 
 from lamforge.nn.contraction import tanh_contract
 from lamforge.nn.softmax import softmax
-
-
-def _plain(left, z, x):
-    out = left @ torch.tanh(z)
-    if x is None:
-        return out
-    skip = left @ x
-    return out + (skip if skip.shape[-1] == out.shape[-1] else torch.cat([skip, skip], dim=-1))
 
 
 def _inputs(skip_width):
@@ -45,7 +38,7 @@ def test_tanh_contract_training_step_matches_autograd(skip_width):
     left, z, x = _inputs(skip_width)
     inputs = [tensor for tensor in (left, z, x) if tensor is not None]
     results = []
-    for function in (tanh_contract, _plain):
+    for function in (tanh_contract, plain_contract):
         out = function(left, z, x)
         weight = torch.linspace(-1.0, 1.0, out.numel(), dtype=out.dtype).view_as(out)
         first = torch.autograd.grad((out * weight).sum(), inputs, create_graph=True)

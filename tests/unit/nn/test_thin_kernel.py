@@ -15,6 +15,7 @@ from tests.unit.nn.nn_helpers import (
     force_loss_runs,
     molecule_frame,
     periodic_frame,
+    plain_contract,
 )
 
 from lamforge.nn import contraction, layers, thin_kernel
@@ -123,14 +124,6 @@ def test_switch_off_and_tracing_use_matmul(monkeypatch):
         torch.testing.assert_close(function(), expected, msg=name)
 
 
-def _plain_contract(left, z, x):
-    out = left @ torch.tanh(z)
-    if x is None:
-        return out
-    skip = left @ x
-    return out + (skip if skip.shape[-1] == out.shape[-1] else torch.cat([skip, skip], dim=-1))
-
-
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("skip_width", [None, 9, 18])
 def test_contraction_training_derivatives_with_the_kernels(dtype, skip_width):
@@ -143,7 +136,7 @@ def test_contraction_training_derivatives_with_the_kernels(dtype, skip_width):
     z = torch.randn(5, 23, 18, **options)
     x = None if skip_width is None else torch.randn(5, 23, skip_width, **options)
     results = []
-    for function in (contraction.tanh_contract, _plain_contract):
+    for function in (contraction.tanh_contract, plain_contract):
         left_rows = rows.clone().requires_grad_()
         leaves = [left_rows, z.clone().requires_grad_()]
         if x is not None:
