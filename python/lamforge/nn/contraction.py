@@ -21,9 +21,13 @@ three outputs, is
     ∂/∂x = u_Lᵀ Sᵀ(g)
     ∂/∂z = (u_Lᵀ g - 2 y ⊙ u_z ⊙ (Lᵀ g)) ⊙ (1 - y²)
 
-computed with two fresh pair-sized tensors and in-place products. When a third derivative is being
-recorded (``create_graph`` in the second backward), the same formulas run as ordinary
-differentiable operations on y = tanh(z).
+computed with two fresh pair-sized tensors. Every product here has the thin M = 4 factor L, so
+they run as :mod:`lamforge.nn.thin_kernel` products on the CPU (the tanh derivative fused into
+∂/∂z's), and the gradients towards L, which lead only to the positions, are left out when the
+running backward will not use them (the weights' pass of force training,
+:func:`lamforge.nn.engine.wants_gradient`). When a third derivative is being recorded
+(``create_graph`` in the second backward), the same formulas run as ordinary differentiable
+operations on y = tanh(z).
 """
 
 from __future__ import annotations
