@@ -205,12 +205,12 @@ def thin(
     columns: int,
     width: int,
     inputs: list[npt.NDArray[Any]],
-    outputs: list[npt.NDArray[Any]],
+    out: npt.NDArray[Any],
     num_threads: int,
 ) -> None:
     """Runs one batched product with a thin factor (flat, C-contiguous arrays of one dtype).
 
     ``kernel``: combine, spread, dot, spread_slope or spread_slope_second
-    (``lamforge.nn.thin_kernel``); ``inputs``/``outputs`` are its operands in the core's order,
-    the outputs are overwritten.
+    (``lamforge.nn.thin_kernel``); ``inputs`` are its operands in the core's order, ``out`` (its
+    result) is overwritten.
     """

@@ -51,10 +51,10 @@ def _flat(tensor: torch.Tensor, dtype: torch.dtype):
     return tensor.detach().to(dtype).contiguous().reshape(-1).numpy()
 
 
-def _run(kernel: str, inputs, shape, out_shapes, dtype) -> list[torch.Tensor]:
-    """Runs one core kernel on ``inputs`` into fresh tensors of ``out_shapes``."""
+def _run(kernel: str, inputs, shape, out_shape, dtype) -> torch.Tensor:
+    """Runs one core kernel on ``inputs`` into a fresh tensor of ``out_shape``."""
     batch, rows, columns, width = shape
-    outputs = [torch.empty(out_shape, dtype=dtype) for out_shape in out_shapes]
+    out = torch.empty(out_shape, dtype=dtype)
     work = batch * rows * columns * width
     threads = torch.get_num_threads() if work >= PARALLEL_MIN_WORK else 1
     _core().thin(
@@ -64,10 +64,10 @@ def _run(kernel: str, inputs, shape, out_shapes, dtype) -> list[torch.Tensor]:
         columns,
         width,
         [_flat(x, dtype) for x in inputs],
-        [out.reshape(-1).numpy() for out in outputs],
+        out.reshape(-1).numpy(),
         threads,
     )
-    return outputs
+    return out
 
 
 def combine(rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -76,7 +76,7 @@ def combine(rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         return torch.matmul(rows.transpose(-1, -2), values)
     (batch, num_rows, columns), width = rows.shape, values.shape[-1]
     shape = (batch, num_rows, columns, width)
-    return _run("combine", (rows, values), shape, [(batch, columns, width)], values.dtype)[0]
+    return _run("combine", (rows, values), shape, (batch, columns, width), values.dtype)
 
 
 def spread(rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -85,7 +85,7 @@ def spread(rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         return torch.matmul(rows, values)
     (batch, num_rows, columns), width = rows.shape, values.shape[-1]
     shape = (batch, num_rows, columns, width)
-    return _run("spread", (rows, values), shape, [(batch, num_rows, width)], values.dtype)[0]
+    return _run("spread", (rows, values), shape, (batch, num_rows, width), values.dtype)
 
 
 def spread_slope(rows: torch.Tensor, values: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -94,8 +94,8 @@ def spread_slope(rows: torch.Tensor, values: torch.Tensor, y: torch.Tensor) -> t
         return torch.ops.aten.tanh_backward(torch.matmul(rows, values), y)
     (batch, num_rows, columns), width = rows.shape, values.shape[-1]
     shape = (batch, num_rows, columns, width)
-    out_shapes = [(batch, num_rows, width)]
-    return _run("spread_slope", (rows, values, y), shape, out_shapes, values.dtype)[0]
+    out_shape = (batch, num_rows, width)
+    return _run("spread_slope", (rows, values, y), shape, out_shape, values.dtype)
 
 
 def spread_slope_second(
@@ -117,8 +117,8 @@ def spread_slope_second(
     (batch, num_rows, columns), width = rows.shape, values.shape[-1]
     shape = (batch, num_rows, columns, width)
     inputs = (rows, up_rows, values, y, upstream)
-    out_shapes = [(batch, num_rows, width)]
-    return _run("spread_slope_second", inputs, shape, out_shapes, values.dtype)[0]
+    out_shape = (batch, num_rows, width)
+    return _run("spread_slope_second", inputs, shape, out_shape, values.dtype)
 
 
 def dot(thin: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -127,4 +127,4 @@ def dot(thin: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         return torch.matmul(values, thin.transpose(-1, -2))
     (batch, columns, width), num_rows = thin.shape, values.shape[1]
     shape = (batch, num_rows, columns, width)
-    return _run("dot", (thin, values), shape, [(batch, num_rows, columns)], values.dtype)[0]
+    return _run("dot", (thin, values), shape, (batch, num_rows, columns), values.dtype)

@@ -32,17 +32,17 @@ const BLOCK: usize = 16;
 /// One of the products of the module docs, two of them with the tanh derivative fused in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
-    /// `out[b, c, d] = Σ_k R[b, k, c] Y[b, k, d]`; inputs (R, Y), outputs (out `[B, m, n]`).
+    /// `out[b, c, d] = Σ_k R[b, k, c] Y[b, k, d]`; inputs (R, Y), out `[B, m, n]`.
     Combine,
-    /// `out[b, k, d] = Σ_c R[b, k, c] G[b, c, d]`; inputs (R, G), outputs (out `[B, K, n]`).
+    /// `out[b, k, d] = Σ_c R[b, k, c] G[b, c, d]`; inputs (R, G), out `[B, K, n]`.
     Spread,
-    /// `out[b, k, c] = Σ_d G[b, c, d] Y[b, k, d]`; inputs (G, Y), outputs (out `[B, K, m]`).
+    /// `out[b, k, c] = Σ_d G[b, c, d] Y[b, k, d]`; inputs (G, Y), out `[B, K, m]`.
     Dot,
-    /// `spread(R, G) ⊙ (1 - Y²)` (the gradient through a tanh); inputs (R, G, Y), outputs (out).
+    /// `spread(R, G) ⊙ (1 - Y²)` (the gradient through a tanh); inputs (R, G, Y), out `[B, K, n]`.
     SpreadSlope,
     /// `(spread(U, G) - 2 Y ⊙ V ⊙ spread(R, G)) ⊙ (1 - Y²)` (the derivative of
     /// [`Kernel::SpreadSlope`] in Y, plus its part in R through U); inputs (R, U, G, Y, V),
-    /// outputs (out `[B, K, n]`).
+    /// out `[B, K, n]`.
     SpreadSlopeSecond,
 }
 
@@ -60,17 +60,14 @@ impl Kernel {
         })
     }
 
-    /// Names and values per batch item of the inputs, then of the outputs.
-    fn operands(self, shape: &Shape) -> (Vec<Operand>, Vec<Operand>) {
+    /// Names and values per batch item of the inputs, and values per batch item of the output.
+    fn operands(self, shape: &Shape) -> (Vec<Operand>, usize) {
         let (k, m, n) = (shape.rows, shape.columns, shape.width);
         match self {
-            Self::Combine => (vec![("R", k * m), ("Y", k * n)], vec![("out", m * n)]),
-            Self::Spread => (vec![("R", k * m), ("G", m * n)], vec![("out", k * n)]),
-            Self::Dot => (vec![("G", m * n), ("Y", k * n)], vec![("out", k * m)]),
-            Self::SpreadSlope => (
-                vec![("R", k * m), ("G", m * n), ("Y", k * n)],
-                vec![("out", k * n)],
-            ),
+            Self::Combine => (vec![("R", k * m), ("Y", k * n)], m * n),
+            Self::Spread => (vec![("R", k * m), ("G", m * n)], k * n),
+            Self::Dot => (vec![("G", m * n), ("Y", k * n)], k * m),
+            Self::SpreadSlope => (vec![("R", k * m), ("G", m * n), ("Y", k * n)], k * n),
             Self::SpreadSlopeSecond => (
                 vec![
                     ("R", k * m),
@@ -79,7 +76,7 @@ impl Kernel {
                     ("Y", k * n),
                     ("V", k * n),
                 ],
-                vec![("out", k * n)],
+                k * n,
             ),
         }
     }
@@ -428,21 +425,20 @@ vector_dispatch!(spread_second_run, spread_second_one, <'a>, Real,
     (r: &'a [T], u: &'a [T], g: &'a [T], y: &'a [T], v: &'a [T],
      sizes: (usize, usize, usize), out: &'a mut [T]) -> ());
 
-/// `kernel` on the batch items `items` (their slices of the inputs), writing their outputs
-/// (`outputs[o]` holds the items' values of output `o`).
+/// `kernel` on the batch items `items` (their slices of the inputs), writing their part of the
+/// output into `out`.
 fn chunk<T: Real>(
     kernel: Kernel,
     shape: Shape,
     inputs: &[&[T]],
     items: std::ops::Range<usize>,
-    outputs: &mut [&mut [T]],
+    out: &mut [T],
 ) {
-    let (input_sizes, output_sizes) = kernel.operands(&shape);
+    let (input_sizes, out_size) = kernel.operands(&shape);
     let sizes = (shape.rows, shape.columns, shape.width);
-    let out_size = output_sizes[0].1;
     for (local, b) in items.enumerate() {
         let input = |index: usize| item(inputs[index], b, input_sizes[index].1);
-        let target = &mut outputs[0][local * out_size..][..out_size];
+        let target = &mut out[local * out_size..][..out_size];
         match kernel {
             Kernel::Combine => combine_run(input(0), input(1), sizes, target),
             Kernel::Dot => dot_run(input(0), input(1), sizes, target),
@@ -456,36 +452,22 @@ fn chunk<T: Real>(
     }
 }
 
-/// A chunk's batch items and its slices of every output.
-type ChunkOutputs<'a, T> = (std::ops::Range<usize>, Vec<&'a mut [T]>);
-
-/// Runs `kernel` of `shape` on `inputs` into `outputs` (overwritten), operands as
-/// [`Kernel`] lists them.
+/// Runs `kernel` of `shape` on `inputs` (as [`Kernel`] lists them) into `out` (overwritten).
 ///
 /// # Errors
-/// [`CoreError::InvalidInput`] on a wrong number of operands or one whose length does not fit
-/// the shape.
-pub fn run<T: Real>(
-    kernel: Kernel,
-    shape: Shape,
-    inputs: &[&[T]],
-    outputs: &mut [&mut [T]],
-) -> Result<()> {
-    let (input_sizes, output_sizes) = kernel.operands(&shape);
-    if inputs.len() != input_sizes.len() || outputs.len() != output_sizes.len() {
+/// [`CoreError::InvalidInput`] on a wrong number of inputs or an operand whose length does not
+/// fit the shape.
+pub fn run<T: Real>(kernel: Kernel, shape: Shape, inputs: &[&[T]], out: &mut [T]) -> Result<()> {
+    let (input_sizes, out_size) = kernel.operands(&shape);
+    if inputs.len() != input_sizes.len() {
         return Err(CoreError::InvalidInput(format!(
-            "thin {kernel:?}: takes {} inputs and {} outputs, got {} and {}",
+            "thin {kernel:?}: takes {} inputs, got {}",
             input_sizes.len(),
-            output_sizes.len(),
-            inputs.len(),
-            outputs.len()
+            inputs.len()
         )));
     }
-    let lengths = inputs
-        .iter()
-        .map(|x| x.len())
-        .chain(outputs.iter().map(|x| x.len()));
-    for ((name, per_item), got) in input_sizes.iter().chain(&output_sizes).zip(lengths) {
+    let lengths = inputs.iter().map(|x| x.len()).chain([out.len()]);
+    for ((name, per_item), got) in input_sizes.iter().chain(&[("out", out_size)]).zip(lengths) {
         if got != per_item * shape.batch {
             return Err(CoreError::InvalidInput(format!(
                 "thin {kernel:?}: {name} has {got} values, expected {} for {shape:?}",
@@ -493,28 +475,18 @@ pub fn run<T: Real>(
             )));
         }
     }
-    if shape.batch == 0 || output_sizes[0].1 == 0 {
-        for output in outputs.iter_mut() {
-            output.fill(T::zero());
-        }
+    if out_size == 0 {
         return Ok(());
     }
-    let chunks = parallel::ranges(shape.batch);
-    // Each chunk's slices of every output.
-    let mut pieces: Vec<ChunkOutputs<'_, T>> = chunks
-        .iter()
-        .map(|range| (range.clone(), Vec::new()))
-        .collect();
-    for (output, (_, size)) in outputs.iter_mut().zip(&output_sizes) {
-        let mut rest: &mut [T] = output;
-        for (range, parts) in pieces.iter_mut() {
-            let (head, tail) = rest.split_at_mut(range.len() * size);
-            parts.push(head);
-            rest = tail;
-        }
+    let mut pieces = Vec::new();
+    let mut rest = out;
+    for range in parallel::ranges(shape.batch) {
+        let (head, tail) = rest.split_at_mut(range.len() * out_size);
+        pieces.push((range, head));
+        rest = tail;
     }
-    parallel::map(pieces, |(range, mut parts)| {
-        chunk(kernel, shape, inputs, range, &mut parts)
+    parallel::map(pieces, |(range, piece)| {
+        chunk(kernel, shape, inputs, range, piece)
     });
     Ok(())
 }
@@ -540,7 +512,7 @@ mod tests {
     ];
 
     /// Direct loops over the formulas of [`Kernel`]'s docs.
-    fn reference(kernel: Kernel, s: Shape, inputs: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    fn reference(kernel: Kernel, s: Shape, inputs: &[Vec<f64>]) -> Vec<f64> {
         let (kk, m, n) = (s.rows, s.columns, s.width);
         let at = |b: usize, k: usize, d: usize| (b * kk + k) * n + d;
         let thin = |b: usize, k: usize, c: usize| (b * kk + k) * m + c;
@@ -572,16 +544,16 @@ mod tests {
             out
         };
         match kernel {
-            Kernel::Combine => vec![combine(&inputs[0], &inputs[1])],
-            Kernel::Spread => vec![spread(&inputs[0], &inputs[1])],
+            Kernel::Combine => combine(&inputs[0], &inputs[1]),
+            Kernel::Spread => spread(&inputs[0], &inputs[1]),
             Kernel::SpreadSlope => {
                 let product = spread(&inputs[0], &inputs[1]);
                 let y = &inputs[2];
-                vec![product
+                product
                     .iter()
                     .zip(y)
                     .map(|(p, y)| p * (1.0 - y * y))
-                    .collect()]
+                    .collect()
             }
             Kernel::SpreadSlopeSecond => {
                 let (first, second) = (
@@ -589,10 +561,9 @@ mod tests {
                     spread(&inputs[1], &inputs[2]),
                 );
                 let (y, v) = (&inputs[3], &inputs[4]);
-                let out = (0..first.len())
+                (0..first.len())
                     .map(|i| (second[i] - 2.0 * y[i] * v[i] * first[i]) * (1.0 - y[i] * y[i]))
-                    .collect();
-                vec![out]
+                    .collect()
             }
             Kernel::Dot => {
                 let (g, y) = (&inputs[0], &inputs[1]);
@@ -606,23 +577,19 @@ mod tests {
                         }
                     }
                 }
-                vec![out]
+                out
             }
         }
     }
 
-    fn call(kernel: Kernel, shape: Shape, inputs: &[Vec<f64>], threads: usize) -> Vec<Vec<f64>> {
-        let (_, output_sizes) = kernel.operands(&shape);
-        let mut outputs: Vec<Vec<f64>> = output_sizes
-            .iter()
-            .map(|(_, size)| vec![f64::NAN; size * shape.batch])
-            .collect();
+    fn call(kernel: Kernel, shape: Shape, inputs: &[Vec<f64>], threads: usize) -> Vec<f64> {
+        let (_, out_size) = kernel.operands(&shape);
+        let mut out = vec![f64::NAN; out_size * shape.batch];
         let views: Vec<&[f64]> = inputs.iter().map(Vec::as_slice).collect();
-        let mut targets: Vec<&mut [f64]> = outputs.iter_mut().map(Vec::as_mut_slice).collect();
-        parallel::install(threads, || run(kernel, shape, &views, &mut targets))
+        parallel::install(threads, || run(kernel, shape, &views, &mut out))
             .unwrap()
             .unwrap();
-        outputs
+        out
     }
 
     /// Every kernel and specialised column count against the formulas, widths with and without
@@ -646,9 +613,7 @@ mod tests {
                         .collect();
                     let expected = reference(kernel, shape, &inputs);
                     let one = call(kernel, shape, &inputs, 1);
-                    for (got, wanted) in one.iter().zip(&expected) {
-                        close(got, wanted);
-                    }
+                    close(&one, &expected);
                     assert_eq!(one, call(kernel, shape, &inputs, 3), "{kernel:?} {shape:?}");
                 }
             }
@@ -675,9 +640,9 @@ mod tests {
         let mut combined = vec![0.0f32; b * m * n];
         let mut dotted = vec![0.0f32; b * k * m];
         let mut spread = vec![0.0f32; b * k * n];
-        run(Kernel::Combine, shape, &[&r, &y], &mut [&mut combined]).unwrap();
-        run(Kernel::Dot, shape, &[&g, &y], &mut [&mut dotted]).unwrap();
-        run(Kernel::Spread, shape, &[&r, &g], &mut [&mut spread]).unwrap();
+        run(Kernel::Combine, shape, &[&r, &y], &mut combined).unwrap();
+        run(Kernel::Dot, shape, &[&g, &y], &mut dotted).unwrap();
+        run(Kernel::Spread, shape, &[&r, &g], &mut spread).unwrap();
         let inner = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
         let (first, second, third) = (inner(&combined, &g), inner(&r, &dotted), inner(&y, &spread));
         assert!((first - second).abs() <= 1e-4 * first.abs().max(1.0));
@@ -693,18 +658,12 @@ mod tests {
             width: 5,
         };
         let mut out = vec![0.0; 2 * 4 * 5];
-        let error = run(
-            Kernel::Combine,
-            shape,
-            &[&[0.0; 24], &[0.0; 29]],
-            &mut [&mut out],
-        )
-        .unwrap_err();
+        let error = run(Kernel::Combine, shape, &[&[0.0; 24], &[0.0; 29]], &mut out).unwrap_err();
         assert!(
             error.to_string().contains("Y has 29 values, expected 30"),
             "{error}"
         );
-        let error = run(Kernel::SpreadSlope, shape, &[&[0.0; 24]], &mut [&mut out]).unwrap_err();
+        let error = run(Kernel::SpreadSlope, shape, &[&[0.0; 24]], &mut out).unwrap_err();
         assert!(error.to_string().contains("takes 3 inputs"), "{error}");
     }
 }

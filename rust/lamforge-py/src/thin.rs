@@ -1,11 +1,11 @@
 //! Binding of `lamforge_core::thin`: batched products with one thin factor (the embedding nets'
 //! contractions with the environment rows).
 //!
-//! One entry point, `thin(kernel, batch, rows, columns, width, inputs, outputs, num_threads)`:
+//! One entry point, `thin(kernel, batch, rows, columns, width, inputs, out, num_threads)`:
 //! `kernel` names a `lamforge_core::thin::Kernel` (`combine`, `spread`, `dot`, `spread_slope`,
-//! `spread_slope_second`), `inputs` and `outputs` are its operands in the order
-//! it lists them, flat C-contiguous NumPy arrays of one float dtype (float64 or float32); the
-//! outputs are overwritten.
+//! `spread_slope_second`), `inputs` are its operands in the order it lists them and `out` its
+//! result, flat C-contiguous NumPy arrays of one float dtype (float64 or float32); `out` is
+//! overwritten.
 //! The GIL is released while it runs.
 
 use lamforge_core::parallel;
@@ -22,7 +22,7 @@ fn run_typed<T: Real + Element>(
     kernel: Kernel,
     shape: Shape,
     inputs: &[Bound<'_, PyAny>],
-    outputs: &[Bound<'_, PyAny>],
+    out: &Bound<'_, PyAny>,
     num_threads: usize,
 ) -> PyResult<()> {
     let not_contiguous =
@@ -31,30 +31,20 @@ fn run_typed<T: Real + Element>(
         .iter()
         .map(|x| x.extract())
         .collect::<PyResult<_>>()?;
-    let mut outputs: Vec<PyReadwriteArray1<'_, T>> = outputs
-        .iter()
-        .map(|x| x.extract())
-        .collect::<PyResult<_>>()?;
+    let mut out: PyReadwriteArray1<'_, T> = out.extract()?;
     let views: Vec<&[T]> = inputs
         .iter()
         .map(|x| x.as_slice().map_err(|_| not_contiguous("inputs")))
         .collect::<PyResult<_>>()?;
-    let mut targets: Vec<&mut [T]> = outputs
-        .iter_mut()
-        .map(|x| x.as_slice_mut().map_err(|_| not_contiguous("outputs")))
-        .collect::<PyResult<_>>()?;
-    py.detach(|| {
-        parallel::install(num_threads, || {
-            kernels::run(kernel, shape, &views, &mut targets)
-        })
-    })
-    .and_then(|result| result)
-    .map_err(error::to_py)
+    let out = out.as_slice_mut().map_err(|_| not_contiguous("out"))?;
+    py.detach(|| parallel::install(num_threads, || kernels::run(kernel, shape, &views, out)))
+        .and_then(|result| result)
+        .map_err(error::to_py)
 }
 
 /// Runs one thin product (see the module docs for the arguments).
 #[pyfunction]
-#[pyo3(signature = (kernel, batch, rows, columns, width, inputs, outputs, num_threads))]
+#[pyo3(signature = (kernel, batch, rows, columns, width, inputs, out, num_threads))]
 #[allow(clippy::too_many_arguments)]
 pub fn thin(
     py: Python<'_>,
@@ -64,7 +54,7 @@ pub fn thin(
     columns: usize,
     width: usize,
     inputs: Vec<Bound<'_, PyAny>>,
-    outputs: Vec<Bound<'_, PyAny>>,
+    out: &Bound<'_, PyAny>,
     num_threads: usize,
 ) -> PyResult<()> {
     let kernel = Kernel::from_name(kernel).ok_or_else(|| {
@@ -78,13 +68,10 @@ pub fn thin(
         columns,
         width,
     };
-    let first = outputs
-        .first()
-        .ok_or_else(|| PyValueError::new_err("thin: no output array"))?;
-    if first.extract::<PyReadonlyArray1<'_, f64>>().is_ok() {
-        run_typed::<f64>(py, kernel, shape, &inputs, &outputs, num_threads)
+    if out.extract::<PyReadonlyArray1<'_, f64>>().is_ok() {
+        run_typed::<f64>(py, kernel, shape, &inputs, out, num_threads)
     } else {
-        run_typed::<f32>(py, kernel, shape, &inputs, &outputs, num_threads)
+        run_typed::<f32>(py, kernel, shape, &inputs, out, num_threads)
     }
 }
 

@@ -178,7 +178,7 @@ def test_core_rejects_unknown_kernels_and_misfit_operands():
     from lamforge import _core
 
     values = [torch.zeros(24, dtype=torch.float64).numpy(), torch.zeros(30).double().numpy()]
-    out = [torch.zeros(40, dtype=torch.float64).numpy()]
+    out = torch.zeros(40, dtype=torch.float64).numpy()
     with pytest.raises(ValueError, match='thin kernel "nope"'):
         _core.thin("nope", 2, 3, 4, 5, values, out, 1)
     with pytest.raises(ValueError, match="Y has 29 values, expected 30"):
