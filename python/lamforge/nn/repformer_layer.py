@@ -154,8 +154,7 @@ class RepformerLayer(nn.Module):
         self,
         neighbor_g1: torch.Tensor | None,
         g2: torch.Tensor,
-        mask: torch.Tensor,
-        switch: torch.Tensor,
+        group: CentreGroup,
         g1: torch.Tensor,
         fused_index: torch.Tensor | None,
     ) -> torch.Tensor:
@@ -165,23 +164,25 @@ class RepformerLayer(nn.Module):
         reads the gathered ``neighbor_g1`` instead.
         """
         assert self.proj_g1g2 is not None
+        mask, switch = group.mask, group.switch
         if self.smooth:
             norm = fixed_norm(self.config.max_neighbors, False)
         else:
-            norm = 1.0 / (COUNT_EPSILON + torch.sum(mask.type_as(g2), dim=-1)).unsqueeze(-1)
+            norm = 1.0 / (COUNT_EPSILON + group.slot_counts(g2.dtype)).unsqueeze(-1)
         if fused_index is not None:
             # W has no bias, so projecting g1 before the gather equals projecting after it.
             out_conv = self.config.g1_out_conv
             node = g1 if out_conv else self.proj_g1g2(g1)
-            weight = switch if self.smooth else mask.type_as(g2)
+            weight = group.weight(self.smooth, g2.dtype)
             if kernels.fused_enabled(g2):
                 pair = self.proj_g1g2(g2) if out_conv else g2
                 return kernels.gather_product_sum(pair, node, fused_index, weight) * norm
             # CPU: the weight goes on the narrow g2 (before the bias-free projection).
-            pair = g2 * weight.unsqueeze(-1)
+            pair = g2 if weight is None else g2 * weight.unsqueeze(-1)
             pair = self.proj_g1g2(pair) if out_conv else pair
-            return aggregate_kernel.gather_product_sum(pair, node, fused_index) * norm
-        assert neighbor_g1 is not None
+            summed = aggregate_kernel.gather_product_sum(pair, node, fused_index, group.offsets)
+            return summed * norm
+        assert neighbor_g1 is not None and group.offsets is None
         if self.smooth:
             # sw (zero in empty slots) goes on the narrow g2 before the bias-free projection.
             g2 = g2 * switch.unsqueeze(-1)
@@ -235,7 +236,8 @@ class RepformerLayer(nn.Module):
 
         Args:
             g1: [num_atoms, d1]; the groups' ``rows``, in order, cover all of its rows.
-            pairs: per group, (g2 [n, N_k, d2], h2 [n, N_k, 3]) of its n centres.
+            pairs: per group, (g2 [n, N_k, d2], h2 [n, N_k, 3]) of its n centres (ragged
+                groups: [P, d2] and [P, 3]).
             groups: per group, its rows of g1 and its neighbour slots (width N_k).
 
         Returns:
@@ -249,6 +251,10 @@ class RepformerLayer(nn.Module):
         fused = fused or aggregate_kernel.applies(g1)
         new_pairs, pieces = [], []
         for (g2, h2), group in zip(pairs, groups, strict=True):
+            if group.offsets is not None and (
+                self.attn2g_map is not None or self.loc_attn is not None
+            ):
+                raise ValueError("repformer: attention needs padded slots, not a ragged group")
             new_pair, piece = self._group_updates(g1, g2, h2, group, fused)
             new_pairs.append(new_pair)
             pieces.append(piece)
@@ -284,7 +290,7 @@ class RepformerLayer(nn.Module):
     ]:
         """One group's new (g2, h2) and its g1 pieces (conv update, MLP input, attention)."""
         c = self.config
-        index, mask, switch = group.index, group.mask, group.switch
+        index = group.index
         fused_index = index if fused else None
         needs_neighbor_g1 = (
             c.update_g1_has_attn
@@ -299,12 +305,8 @@ class RepformerLayer(nn.Module):
         )
         centre_g1 = g1[group.rows]
         if self.update_pairs:
-            g2_updates, h2_updates = self._pair_updates(
-                centre_g1, g2, h2, neighbor_g1, mask, switch, group.num_trimmed
-            )
-        pieces = self._g1_pieces(
-            centre_g1, g2, h2, neighbor_g1, mask, switch, group.num_trimmed, fused_index, g1
-        )
+            g2_updates, h2_updates = self._pair_updates(centre_g1, g2, h2, neighbor_g1, group)
+        pieces = self._g1_pieces(centre_g1, g2, h2, neighbor_g1, group, fused_index, g1)
         if self.update_pairs:
             g2 = self._combine(g2_updates, self.g2_residual)
             h2 = self._combine(h2_updates, self.h2_residual)
@@ -316,22 +318,24 @@ class RepformerLayer(nn.Module):
         g2: torch.Tensor,
         h2: torch.Tensor,
         neighbor_g1: torch.Tensor | None,
-        mask: torch.Tensor,
-        switch: torch.Tensor,
-        num_trimmed: int,
+        group: CentreGroup,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """[g2, linear2, g1g1, attention] and [h2, attention on h2]."""
         assert self.linear2 is not None
         g2_updates = [g2, self.activation(self.linear2(g2))]
         h2_updates = [h2]
+        mask, switch = group.mask, group.switch
         if self.proj_g1g1g2 is not None:
             assert neighbor_g1 is not None
-            product = (g1.unsqueeze(-2) * neighbor_g1).masked_fill(~mask.unsqueeze(-1), 0.0)
+            if group.centres is not None:  # ragged: every slot is a real pair
+                product = g1[group.centres] * neighbor_g1
+            else:
+                product = (g1.unsqueeze(-2) * neighbor_g1).masked_fill(~mask.unsqueeze(-1), 0.0)
             if self.smooth:
                 product = product * switch.unsqueeze(-1)
             g2_updates.append(self.proj_g1g1g2(product))
         if self.attn2g_map is not None:
-            weights = self.attn2g_map(g2, h2, mask, switch, num_trimmed)
+            weights = self.attn2g_map(g2, h2, mask, switch, group.num_trimmed)
             if self.attn2_mh_apply is not None:
                 assert self.attn2_lm is not None
                 g2_updates.append(self.attn2_lm(self.attn2_mh_apply(weights, g2)))
@@ -345,9 +349,7 @@ class RepformerLayer(nn.Module):
         g2: torch.Tensor,
         h2: torch.Tensor,
         neighbor_g1: torch.Tensor | None,
-        mask: torch.Tensor,
-        switch: torch.Tensor,
-        num_trimmed: int,
+        group: CentreGroup,
         fused_index: torch.Tensor | None,
         nodes: torch.Tensor,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
@@ -365,7 +367,7 @@ class RepformerLayer(nn.Module):
         conv_update = None
         mlp_inputs = []
         if c.update_g1_has_conv:
-            conv = self._convolution(neighbor_g1, g2, mask, switch, nodes, fused_index)
+            conv = self._convolution(neighbor_g1, g2, group, nodes, fused_index)
             if c.g1_out_conv:
                 conv_update = conv
             else:
@@ -376,12 +378,12 @@ class RepformerLayer(nn.Module):
             "max_neighbors": c.max_neighbors,
         }
         if c.update_g1_has_grrg:
-            moment = pair_moment(g2, h2, mask, switch, **moment_options)
+            moment = pair_moment(g2, h2, group, **moment_options)
             mlp_inputs.append(symmetrise(moment, c.axis_neurons))
         if c.update_g1_has_drrd:
             features = neighbor_g1 if fused_index is None else nodes
             assert features is not None
-            moment = pair_moment(features, h2, mask, switch, index=fused_index, **moment_options)
+            moment = pair_moment(features, h2, group, index=fused_index, **moment_options)
             mlp_inputs.append(symmetrise(moment, c.axis_neurons))
         mlp_input = None
         if mlp_inputs:
@@ -389,7 +391,7 @@ class RepformerLayer(nn.Module):
         attention = None
         if self.loc_attn is not None:
             assert neighbor_g1 is not None
-            attention = self.loc_attn(g1, neighbor_g1, mask, switch, num_trimmed)
+            attention = self.loc_attn(g1, neighbor_g1, group.mask, group.switch, group.num_trimmed)
         return conv_update, mlp_input, attention
 
     def _combine(self, updates: list[torch.Tensor], residuals: nn.ParameterList) -> torch.Tensor:

@@ -6,7 +6,9 @@ import torch
 from torch import nn
 
 from lamforge import kernels
+from lamforge.nn import aggregate_kernel
 from lamforge.nn.config import RepformerConfig
+from lamforge.nn.env_mat import environment_matrix
 from lamforge.nn.geometry import BlockGeometry
 from lamforge.nn.layers import DenseLayer, activation_function
 from lamforge.nn.repformer_layer import RepformerLayer
@@ -17,6 +19,9 @@ from lamforge.nn.repinit import _StatisticsBlock
 # this many centres.
 CENTER_GROUPS = 4
 CENTER_GROUP_ATOMS = 48
+# Attention-free layers on the CPU run on the real pairs only, without padding (a switch for the
+# tests that compare both layouts).
+RAGGED_PAIRS = True
 
 
 class RepformerBlock(_StatisticsBlock):
@@ -46,6 +51,10 @@ class RepformerBlock(_StatisticsBlock):
         self.direct_dist = config.direct_dist
         self.activation = activation_function(config.activation)
         self.g2_embd = DenseLayer(1, config.g2_dim, dtype=dtype, generator=generator)
+        # Attention-free layers run on the real pairs only (the ragged layout, CPU).
+        self.attention_free = not (
+            config.update_g2_has_attn or config.update_h2 or config.update_g1_has_attn
+        )
         self.layers = nn.ModuleList(
             RepformerLayer(
                 config,
@@ -80,9 +89,11 @@ class RepformerBlock(_StatisticsBlock):
         Returns:
             g1 after the last layer, [num_atoms, g1_dim].
         """
+        g1 = self.activation(g1)
+        if group and RAGGED_PAIRS and self.attention_free and aggregate_kernel.applies(g1):
+            return self._forward_ragged(geometry, atom_types, g1)
         env, switch = self.normalised_environment(geometry, atom_types)
         mask = geometry.mask
-        g1 = self.activation(g1)
         groups = self._center_groups(mask, g1) if group else None
         if groups is None:
             g2, h2 = self._pair_channels(env, geometry.vectors, mask)
@@ -124,6 +135,42 @@ class RepformerBlock(_StatisticsBlock):
         for layer in self.layers:
             g1, pairs = layer.forward_groups(g1, pairs, centre_groups)
         return g1[inverse]
+
+    def _forward_ragged(
+        self, geometry: BlockGeometry, atom_types: torch.Tensor, g1: torch.Tensor
+    ) -> torch.Tensor:
+        """The layers on the real pairs only (no empty slots; attention-free layers).
+
+        The pair tensors are [P, ·] over the P real pairs in centre order (CSR offsets), so no
+        work goes to padding and every layer's pair work is one set of operations. Exact: empty
+        slots only ever enter a reduction with weight zero.
+        """
+        mask = geometry.mask
+        num_atoms, num_slots = mask.shape
+        slots = mask.reshape(-1).nonzero().squeeze(1)  # [P], centre-major
+        offsets = torch.zeros(num_atoms + 1, dtype=torch.int64, device=mask.device)
+        torch.cumsum(mask.sum(dim=1), dim=0, out=offsets[1:])
+        centres = torch.div(slots, num_slots, rounding_mode="floor")
+        vectors = geometry.vectors.reshape(-1, 3)[slots].to(self.mean.dtype)
+        pair_mask = torch.ones(slots.shape, dtype=torch.bool, device=mask.device)
+        raw, switch = environment_matrix(
+            vectors, pair_mask, self.cutoff, self.cutoff_smooth, self.protection
+        )
+        types = atom_types[centres]
+        env = (raw - self.mean[types]) / self.std[types]
+        pairs = [self._pair_channels(env, vectors, pair_mask)]
+        edges = CentreGroup(
+            rows=slice(None),
+            index=geometry.index.reshape(-1)[slots],
+            mask=pair_mask,
+            switch=switch,
+            num_trimmed=0,
+            offsets=offsets,
+            centres=centres,
+        )
+        for layer in self.layers:
+            g1, pairs = layer.forward_groups(g1, pairs, [edges])
+        return g1
 
     def _pair_channels(
         self, env: torch.Tensor, vectors: torch.Tensor, mask: torch.Tensor

@@ -19,7 +19,11 @@
 //! ```
 //!
 //! (The first three are bilinear and each one's partial derivatives are the other two; the same
-//! holds for the last three.) All arrays are row-major and contiguous. Centres run in chunks on
+//! holds for the last three.) The slots of a centre are either `N` padded ones per centre
+//! ([`Layout::Padded`], `[n, N, ...]` pair arrays) or only its real pairs ([`Layout::Ragged`],
+//! CSR offsets, `[P, ...]` pair arrays); an index of `None` lets slot `p` read node row `p` (a
+//! per-pair tensor reduced per centre, such as the repformer's grrg moment of g2). All arrays are
+//! row-major and contiguous. Centres run in chunks on
 //! the current [`crate::parallel`] pool; the scatters give each chunk its own `[A, D]`
 //! accumulator, summed in chunk order, so the result depends on the thread count only in the
 //! last bits.
@@ -29,73 +33,133 @@ use crate::parallel;
 use crate::simd::{dot, vector_dispatch};
 use crate::three_body::Real;
 
-/// The neighbour slots of `n` centres: `index[i * num_slots + j]` is a row of the node table.
+/// Where each centre's slots lie in the pair arrays.
+#[derive(Clone, Copy, Debug)]
+pub enum Layout<'a> {
+    /// `num_slots` slots per centre: centre `i` owns slots `i * num_slots ..` (empty slots hold
+    /// any valid node row and zero pair/left values).
+    Padded {
+        /// Slots per centre (N).
+        num_slots: usize,
+    },
+    /// Centre `i` owns slots `offsets[i]..offsets[i + 1]` (`[n + 1]`, from 0, non-decreasing):
+    /// only real pairs, no padding.
+    Ragged {
+        /// `[n + 1]` slot offsets.
+        offsets: &'a [i64],
+    },
+}
+
+/// The neighbour slots of `n` centres and the node row each of them reads.
 #[derive(Clone, Copy, Debug)]
 pub struct Edges<'a> {
-    /// `[n * num_slots]` node rows (empty slots hold any valid row and zero pair/left values).
-    pub index: &'a [i64],
-    /// Slots per centre (N).
-    pub num_slots: usize,
+    /// `[num_pairs]` node rows, or `None`: slot `p` reads node row `p` (a pair tensor that is its
+    /// own node table; then `num_nodes` is the number of slots).
+    pub index: Option<&'a [i64]>,
+    /// How the slots are grouped by centre.
+    pub layout: Layout<'a>,
     /// Rows of the node table (A).
     pub num_nodes: usize,
 }
 
 impl Edges<'_> {
+    /// Number of slots over all centres (P).
+    pub fn num_pairs(&self) -> usize {
+        self.index.map_or(self.num_nodes, <[i64]>::len)
+    }
+
     /// Number of centres (n).
     pub fn num_centres(&self) -> usize {
-        self.index.len().checked_div(self.num_slots).unwrap_or(0)
+        match self.layout {
+            Layout::Padded { num_slots } => self.num_pairs().checked_div(num_slots).unwrap_or(0),
+            Layout::Ragged { offsets } => offsets.len().saturating_sub(1),
+        }
+    }
+
+    /// The first slot of centre `i` (`i = n` gives the number of slots).
+    #[inline(always)]
+    fn start(&self, i: usize) -> usize {
+        match self.layout {
+            Layout::Padded { num_slots } => i * num_slots,
+            Layout::Ragged { offsets } => offsets[i] as usize,
+        }
+    }
+
+    /// The node row that slot `p` reads.
+    #[inline(always)]
+    fn node(&self, p: usize) -> usize {
+        match self.index {
+            Some(index) => index[p] as usize,
+            None => p,
+        }
     }
 
     fn validate(&self) -> Result<()> {
-        if self.num_slots == 0 && !self.index.is_empty() {
-            return Err(CoreError::InvalidInput(
-                "aggregate: index has entries but zero slots per centre".into(),
-            ));
-        }
-        if self.num_slots > 0 && self.index.len() % self.num_slots != 0 {
-            return Err(CoreError::InvalidInput(format!(
-                "aggregate: index length {} is not a multiple of {} slots",
-                self.index.len(),
-                self.num_slots
-            )));
+        let pairs = self.num_pairs();
+        match self.layout {
+            Layout::Padded { num_slots } => {
+                if num_slots == 0 && pairs > 0 {
+                    return Err(CoreError::InvalidInput(
+                        "aggregate: index has entries but zero slots per centre".into(),
+                    ));
+                }
+                if num_slots > 0 && pairs % num_slots != 0 {
+                    return Err(CoreError::InvalidInput(format!(
+                        "aggregate: {pairs} slots are not a multiple of {num_slots} per centre"
+                    )));
+                }
+            }
+            Layout::Ragged { offsets } => {
+                let (Some(&first), Some(&last)) = (offsets.first(), offsets.last()) else {
+                    return Err(CoreError::InvalidInput(
+                        "aggregate: offsets need n + 1 entries, got none".into(),
+                    ));
+                };
+                if first != 0 || last != pairs as i64 {
+                    return Err(CoreError::InvalidInput(format!(
+                        "aggregate: offsets run from {first} to {last}, expected 0 to {pairs} \
+                         (the number of slots)"
+                    )));
+                }
+                if let Some(position) = offsets.windows(2).position(|pair| pair[1] < pair[0]) {
+                    return Err(CoreError::InvalidInput(format!(
+                        "aggregate: offsets decrease at centre {position} ({} then {})",
+                        offsets[position],
+                        offsets[position + 1]
+                    )));
+                }
+            }
         }
         let nodes = self.num_nodes as i64;
-        if let Some(position) = self.index.iter().position(|&row| row < 0 || row >= nodes) {
-            return Err(CoreError::InvalidInput(format!(
-                "aggregate: index[{position}] = {} outside the node table's {} rows",
-                self.index[position], self.num_nodes
-            )));
+        if let Some(index) = self.index {
+            if let Some(position) = index.iter().position(|&row| row < 0 || row >= nodes) {
+                return Err(CoreError::InvalidInput(format!(
+                    "aggregate: index[{position}] = {} outside the node table's {} rows",
+                    index[position], self.num_nodes
+                )));
+            }
         }
         Ok(())
     }
 }
 
-/// Splits `out` into the slices of `chunks` (each `stride` values per centre).
-fn split_out<'a, T>(
-    mut out: &'a mut [T],
-    chunks: &[std::ops::Range<usize>],
-    stride: usize,
-) -> Vec<(std::ops::Range<usize>, &'a mut [T])> {
-    let mut pieces = Vec::with_capacity(chunks.len());
-    for range in chunks {
-        let (head, tail) = out.split_at_mut(range.len() * stride);
-        pieces.push((range.clone(), head));
-        out = tail;
-    }
-    pieces
-}
-
-/// Runs a per-centre kernel that writes `stride` values per centre, chunk by chunk.
-fn per_centre<T: Real>(
+/// Runs `work` on chunks of centres in parallel, each writing its own piece of `out`: the
+/// values from `bound(range.start)` to `bound(range.end)` (`bound` non-decreasing in the centre).
+fn per_chunk<T: Real>(
     num_centres: usize,
     out: &mut [T],
-    stride: usize,
+    bound: impl Fn(usize) -> usize,
     work: impl Fn(std::ops::Range<usize>, &mut [T]) + Sync + Send,
 ) {
     let chunks = parallel::ranges(num_centres);
-    parallel::map(split_out(out, &chunks, stride), |(range, piece)| {
-        work(range, piece)
-    });
+    let mut pieces = Vec::with_capacity(chunks.len());
+    let mut rest = out;
+    for range in chunks {
+        let (head, tail) = rest.split_at_mut(bound(range.end) - bound(range.start));
+        pieces.push((range, head));
+        rest = tail;
+    }
+    parallel::map(pieces, |(range, piece)| work(range, piece));
 }
 
 /// Runs a scatter kernel into `out` (`[A, D]`, overwritten): one accumulator per chunk.
@@ -125,13 +189,9 @@ fn scatter<T: Real>(
     }
 }
 
-#[inline(always)]
-fn row<T>(table: &[T], row: i64, width: usize) -> &[T] {
-    &table[row as usize * width..][..width]
-}
-
-/// `kernel` on the centres `centres`, writing their part of `out` (the per-centre kernels) or
-/// adding into the whole `out` (the scatters).
+/// `kernel` on the centres `centres`, writing their part of `out` (the per-centre and per-slot
+/// kernels, and the scatters of an identity index) or adding into the whole `out` (the other
+/// scatters).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn chunk<T: Real>(
@@ -144,18 +204,19 @@ fn chunk<T: Real>(
     out: &mut [T],
 ) {
     let (columns, width) = shape;
-    let slots = edges.num_slots;
+    // Slot p's row of a per-slot output piece, and the scatters' first target row.
+    let first_slot = edges.start(centres.start);
+    let scatter_base = if edges.index.is_none() { first_slot } else { 0 };
     match kernel {
         Kernel::ProductSum => {
             let (pair, node) = (first, second);
             for (local, i) in centres.enumerate() {
                 let target = &mut out[local * width..][..width];
                 target.fill(T::zero());
-                for j in 0..slots {
-                    let edge = i * slots + j;
-                    let x = row(node, edges.index[edge], width);
-                    let p = &pair[edge * width..][..width];
-                    for ((o, &a), &b) in target.iter_mut().zip(p).zip(x) {
+                for p in edges.start(i)..edges.start(i + 1) {
+                    let x = &node[edges.node(p) * width..][..width];
+                    let y = &pair[p * width..][..width];
+                    for ((o, &a), &b) in target.iter_mut().zip(y).zip(x) {
                         *o += a * b;
                     }
                 }
@@ -163,11 +224,11 @@ fn chunk<T: Real>(
         }
         Kernel::GatherScale => {
             let (grad, node) = (first, second);
-            for (local, i) in centres.enumerate() {
+            for i in centres {
                 let g = &grad[i * width..][..width];
-                for j in 0..slots {
-                    let x = row(node, edges.index[i * slots + j], width);
-                    let target = &mut out[(local * slots + j) * width..][..width];
+                for p in edges.start(i)..edges.start(i + 1) {
+                    let x = &node[edges.node(p) * width..][..width];
+                    let target = &mut out[(p - first_slot) * width..][..width];
                     for ((o, &a), &b) in target.iter_mut().zip(g).zip(x) {
                         *o = a * b;
                     }
@@ -178,11 +239,10 @@ fn chunk<T: Real>(
             let (grad, pair) = (first, second);
             for i in centres {
                 let g = &grad[i * width..][..width];
-                for j in 0..slots {
-                    let edge = i * slots + j;
-                    let target = &mut out[edges.index[edge] as usize * width..][..width];
-                    let p = &pair[edge * width..][..width];
-                    for ((o, &a), &b) in target.iter_mut().zip(g).zip(p) {
+                for p in edges.start(i)..edges.start(i + 1) {
+                    let target = &mut out[(edges.node(p) - scatter_base) * width..][..width];
+                    let y = &pair[p * width..][..width];
+                    for ((o, &a), &b) in target.iter_mut().zip(g).zip(y) {
                         *o += a * b;
                     }
                 }
@@ -193,10 +253,9 @@ fn chunk<T: Real>(
             for (local, i) in centres.enumerate() {
                 let target = &mut out[local * columns * width..][..columns * width];
                 target.fill(T::zero());
-                for j in 0..slots {
-                    let edge = i * slots + j;
-                    let x = row(node, edges.index[edge], width);
-                    let l = &left[edge * columns..][..columns];
+                for p in edges.start(i)..edges.start(i + 1) {
+                    let x = &node[edges.node(p) * width..][..width];
+                    let l = &left[p * columns..][..columns];
                     for (c, &factor) in l.iter().enumerate() {
                         for (o, &b) in target[c * width..][..width].iter_mut().zip(x) {
                             *o += factor * b;
@@ -207,11 +266,11 @@ fn chunk<T: Real>(
         }
         Kernel::PairDot => {
             let (grad, node) = (first, second);
-            for (local, i) in centres.enumerate() {
+            for i in centres {
                 let g = &grad[i * columns * width..][..columns * width];
-                for j in 0..slots {
-                    let x = row(node, edges.index[i * slots + j], width);
-                    let target = &mut out[(local * slots + j) * columns..][..columns];
+                for p in edges.start(i)..edges.start(i + 1) {
+                    let x = &node[edges.node(p) * width..][..width];
+                    let target = &mut out[(p - first_slot) * columns..][..columns];
                     for (c, value) in target.iter_mut().enumerate() {
                         *value = dot(&g[c * width..][..width], x);
                     }
@@ -222,10 +281,9 @@ fn chunk<T: Real>(
             let (left, grad) = (first, second);
             for i in centres {
                 let g = &grad[i * columns * width..][..columns * width];
-                for j in 0..slots {
-                    let edge = i * slots + j;
-                    let target = &mut out[edges.index[edge] as usize * width..][..width];
-                    let l = &left[edge * columns..][..columns];
+                for p in edges.start(i)..edges.start(i + 1) {
+                    let target = &mut out[(edges.node(p) - scatter_base) * width..][..width];
+                    let l = &left[p * columns..][..columns];
                     for (c, &factor) in l.iter().enumerate() {
                         for (o, &b) in target.iter_mut().zip(&g[c * width..][..width]) {
                             *o += factor * b;
@@ -290,7 +348,7 @@ pub fn run<T: Real>(
 ) -> Result<()> {
     edges.validate()?;
     let n = edges.num_centres();
-    let (slots, nodes, per_centre_cd) = (edges.index.len(), edges.num_nodes * width, n * columns);
+    let (slots, nodes, per_centre_cd) = (edges.num_pairs(), edges.num_nodes * width, n * columns);
     let expected = match kernel {
         Kernel::ProductSum => [("pair", slots * width), ("node", nodes), ("out", n * width)],
         Kernel::GatherScale => [("grad", n * width), ("node", nodes), ("out", slots * width)],
@@ -324,11 +382,17 @@ pub fn run<T: Real>(
     let shape = (columns, width);
     let work =
         |range, piece: &mut [T]| chunk_run(kernel, edges, first, second, shape, range, piece);
+    let slot_bound = |stride: usize| move |i: usize| edges.start(i) * stride;
     match kernel {
-        Kernel::ProductSum => per_centre(n, out, width, work),
-        Kernel::GatherScale => per_centre(n, out, edges.num_slots * width, work),
-        Kernel::OuterSum => per_centre(n, out, columns * width, work),
-        Kernel::PairDot => per_centre(n, out, edges.num_slots * columns, work),
+        Kernel::ProductSum => per_chunk(n, out, |i| i * width, work),
+        Kernel::OuterSum => per_chunk(n, out, |i| i * columns * width, work),
+        Kernel::GatherScale => per_chunk(n, out, slot_bound(width), work),
+        Kernel::PairDot => per_chunk(n, out, slot_bound(columns), work),
+        Kernel::ScatterScale | Kernel::ScatterOuter if edges.index.is_none() => {
+            // Every slot is its own target row: chunks write disjoint pieces.
+            out.fill(T::zero());
+            per_chunk(n, out, slot_bound(width), work);
+        }
         Kernel::ScatterScale | Kernel::ScatterOuter => scatter(n, out, work),
     }
     Ok(())
@@ -349,8 +413,12 @@ mod tests {
         (0..CENTRES * N).map(|k| ((k * 5 + 3) % A) as i64).collect()
     }
 
-    fn at(index: &[i64], i: usize, j: usize) -> usize {
-        index[i * N + j] as usize
+    fn padded(index: &[i64]) -> Edges<'_> {
+        Edges {
+            index: Some(index),
+            layout: Layout::Padded { num_slots: N },
+            num_nodes: A,
+        }
     }
 
     fn close(a: &[f64], b: &[f64]) {
@@ -360,76 +428,97 @@ mod tests {
         }
     }
 
-    /// Every kernel against a direct loop over its formula, with 1 and 3 threads.
-    #[test]
-    fn kernels_match_their_formulas() {
-        let index = index();
-        let edges = Edges {
-            index: &index,
-            num_slots: N,
-            num_nodes: A,
-        };
-        let pair = values(CENTRES * N * D, 1);
-        let node = values(A * D, 2);
-        let grad = values(CENTRES * D, 3);
-        let left = values(CENTRES * N * C, 4);
-        let grad_cd = values(CENTRES * C * D, 5);
-        let mut expected_sum = vec![0.0; CENTRES * D];
-        let mut expected_gather = vec![0.0; CENTRES * N * D];
-        let mut expected_scatter = vec![0.0; A * D];
-        let mut expected_outer = vec![0.0; CENTRES * C * D];
-        let mut expected_dot = vec![0.0; CENTRES * N * C];
-        let mut expected_scatter_outer = vec![0.0; A * D];
-        for i in 0..CENTRES {
-            for j in 0..N {
-                let a = at(&index, i, j);
-                for d in 0..D {
-                    let p = pair[(i * N + j) * D + d];
-                    expected_sum[i * D + d] += p * node[a * D + d];
-                    expected_gather[(i * N + j) * D + d] = grad[i * D + d] * node[a * D + d];
-                    expected_scatter[a * D + d] += grad[i * D + d] * p;
-                    for c in 0..C {
-                        let l = left[(i * N + j) * C + c];
-                        expected_outer[(i * C + c) * D + d] += l * node[a * D + d];
-                        expected_dot[(i * N + j) * C + c] +=
-                            grad_cd[(i * C + c) * D + d] * node[a * D + d];
-                        expected_scatter_outer[a * D + d] += l * grad_cd[(i * C + c) * D + d];
-                    }
+    /// A kernel, its two operands and its expected output.
+    type Case<'a> = (Kernel, &'a [f64], &'a [f64], &'a [f64]);
+
+    /// Every kernel on `edges` against a direct loop over its formula, with 1 and 3 threads.
+    /// `centre_of[p]` is the centre owning slot `p`.
+    fn check_formulas(edges: &Edges<'_>, centre_of: &[usize]) {
+        let (slots, nodes, centres) = (edges.num_pairs(), edges.num_nodes, edges.num_centres());
+        let pair = values(slots * D, 1);
+        let node = values(nodes * D, 2);
+        let grad = values(centres * D, 3);
+        let left = values(slots * C, 4);
+        let grad_cd = values(centres * C * D, 5);
+        let mut expected_sum = vec![0.0; centres * D];
+        let mut expected_gather = vec![0.0; slots * D];
+        let mut expected_scatter = vec![0.0; nodes * D];
+        let mut expected_outer = vec![0.0; centres * C * D];
+        let mut expected_dot = vec![0.0; slots * C];
+        let mut expected_scatter_outer = vec![0.0; nodes * D];
+        for (p, &i) in centre_of.iter().enumerate() {
+            let a = edges.node(p);
+            for d in 0..D {
+                let y = pair[p * D + d];
+                expected_sum[i * D + d] += y * node[a * D + d];
+                expected_gather[p * D + d] = grad[i * D + d] * node[a * D + d];
+                expected_scatter[a * D + d] += grad[i * D + d] * y;
+                for c in 0..C {
+                    let l = left[p * C + c];
+                    expected_outer[(i * C + c) * D + d] += l * node[a * D + d];
+                    expected_dot[p * C + c] += grad_cd[(i * C + c) * D + d] * node[a * D + d];
+                    expected_scatter_outer[a * D + d] += l * grad_cd[(i * C + c) * D + d];
                 }
             }
         }
+        let cases: [Case<'_>; 6] = [
+            (Kernel::ProductSum, &pair, &node, &expected_sum),
+            (Kernel::GatherScale, &grad, &node, &expected_gather),
+            (Kernel::ScatterScale, &grad, &pair, &expected_scatter),
+            (Kernel::OuterSum, &left, &node, &expected_outer),
+            (Kernel::PairDot, &grad_cd, &node, &expected_dot),
+            (
+                Kernel::ScatterOuter,
+                &left,
+                &grad_cd,
+                &expected_scatter_outer,
+            ),
+        ];
         for threads in [1, 3] {
             parallel::install(threads, || {
-                let mut out = vec![9.0; CENTRES * D];
-                run(Kernel::ProductSum, &edges, &pair, &node, 0, D, &mut out).unwrap();
-                close(&out, &expected_sum);
-                let mut out = vec![9.0; CENTRES * N * D];
-                run(Kernel::GatherScale, &edges, &grad, &node, 0, D, &mut out).unwrap();
-                close(&out, &expected_gather);
-                let mut out = vec![9.0; A * D];
-                run(Kernel::ScatterScale, &edges, &grad, &pair, 0, D, &mut out).unwrap();
-                close(&out, &expected_scatter);
-                let mut out = vec![9.0; CENTRES * C * D];
-                run(Kernel::OuterSum, &edges, &left, &node, C, D, &mut out).unwrap();
-                close(&out, &expected_outer);
-                let mut out = vec![9.0; CENTRES * N * C];
-                run(Kernel::PairDot, &edges, &grad_cd, &node, C, D, &mut out).unwrap();
-                close(&out, &expected_dot);
-                let mut out = vec![9.0; A * D];
-                run(
-                    Kernel::ScatterOuter,
-                    &edges,
-                    &left,
-                    &grad_cd,
-                    C,
-                    D,
-                    &mut out,
-                )
-                .unwrap();
-                close(&out, &expected_scatter_outer);
+                for (kernel, first, second, expected) in cases {
+                    let mut out = vec![9.0; expected.len()];
+                    run(kernel, edges, first, second, C, D, &mut out).unwrap();
+                    close(&out, expected);
+                }
             })
             .unwrap();
         }
+    }
+
+    #[test]
+    fn kernels_match_their_formulas() {
+        let index = index();
+        let centre_of: Vec<usize> = (0..CENTRES * N).map(|p| p / N).collect();
+        check_formulas(&padded(&index), &centre_of);
+    }
+
+    /// Ragged slots (centres of 0 to 4 slots), with an index and with the identity index.
+    #[test]
+    fn ragged_layouts_match_their_formulas() {
+        let counts = [3usize, 0, 4, 1, 2, 0, 4];
+        let mut offsets = vec![0i64];
+        let mut centre_of = vec![];
+        for (i, &count) in counts.iter().enumerate() {
+            offsets.push(offsets[i] + count as i64);
+            centre_of.extend(std::iter::repeat_n(i, count));
+        }
+        let index: Vec<i64> = (0..centre_of.len())
+            .map(|p| ((p * 3 + 1) % A) as i64)
+            .collect();
+        let layout = Layout::Ragged { offsets: &offsets };
+        let edges = Edges {
+            index: Some(&index),
+            layout,
+            num_nodes: A,
+        };
+        check_formulas(&edges, &centre_of);
+        let identity = Edges {
+            index: None,
+            layout,
+            num_nodes: centre_of.len(),
+        };
+        check_formulas(&identity, &centre_of);
     }
 
     /// ⟨product_sum(pair, node), g⟩ = ⟨pair, gather_scale(g, node)⟩ = ⟨node, scatter_scale(g, pair)⟩,
@@ -437,11 +526,7 @@ mod tests {
     #[test]
     fn adjoint_identities_hold_in_f32() {
         let index = index();
-        let edges = Edges {
-            index: &index,
-            num_slots: N,
-            num_nodes: A,
-        };
+        let edges = padded(&index);
         let f32s = |count, seed| {
             values(count, seed)
                 .iter()
@@ -505,50 +590,38 @@ mod tests {
 
     #[test]
     fn bad_inputs_are_named() {
-        let index = vec![0i64, 7];
-        let edges = Edges {
-            index: &index,
-            num_slots: 2,
+        let message = |edges: &Edges<'_>, pair: &[f64]| {
+            let mut out = vec![0.0; 3];
+            run(Kernel::ProductSum, edges, pair, &[0.0; 21], 0, 3, &mut out)
+                .unwrap_err()
+                .to_string()
+        };
+        let padded = |index| Edges {
+            index: Some(index),
+            layout: Layout::Padded { num_slots: 2 },
             num_nodes: 7,
         };
-        let mut out = vec![0.0; 3];
-        let error = run(
-            Kernel::ProductSum,
-            &edges,
-            &[0.0; 6],
-            &[0.0; 21],
-            0,
-            3,
-            &mut out,
-        )
-        .unwrap_err();
-        assert!(
-            error.to_string().contains("index[1] = 7 outside"),
-            "{error}"
-        );
-        let index = vec![0i64, 1];
-        let edges = Edges {
-            index: &index,
-            num_slots: 2,
+        let error = message(&padded(&[0, 7]), &[0.0; 6]);
+        assert!(error.contains("index[1] = 7 outside"), "{error}");
+        let error = message(&padded(&[0, 1]), &[0.0; 5]);
+        assert!(error.contains("pair has 5 values, expected 6"), "{error}");
+        let ragged = |offsets| Edges {
+            index: Some(&[0, 1]),
+            layout: Layout::Ragged { offsets },
             num_nodes: 7,
         };
-        let error = run(
-            Kernel::ProductSum,
-            &edges,
-            &[0.0; 5],
-            &[0.0; 21],
-            0,
-            3,
-            &mut out,
-        )
-        .unwrap_err();
+        let error = message(&ragged(&[0, 1]), &[0.0; 6]);
         assert!(
-            error.to_string().contains("pair has 5 values, expected 6"),
+            error.contains("offsets run from 0 to 1, expected 0 to 2"),
             "{error}"
         );
+        let error = message(&ragged(&[0, 2, 1, 2]), &[0.0; 6]);
+        assert!(error.contains("offsets decrease at centre 1"), "{error}");
+        let error = message(&ragged(&[]), &[0.0; 6]);
+        assert!(error.contains("offsets need n + 1 entries"), "{error}");
         let empty = Edges {
-            index: &[],
-            num_slots: 0,
+            index: Some(&[]),
+            layout: Layout::Padded { num_slots: 0 },
             num_nodes: 7,
         };
         let mut none: Vec<f64> = vec![];

@@ -1,12 +1,14 @@
 //! Binding of `lamforge_core::aggregate`: the repformer's neighbour reductions on the CPU.
 //!
 //! One entry point, `aggregate(kernel, index, num_slots, num_nodes, first, second, left_width,
-//! width, out, num_threads)`: `kernel` names one of the six core kernels, `first` and `second`
+//! width, out, num_threads, offsets=None)`: `kernel` names one of the six core kernels, `index`
+//! holds each slot's node row (or is None: slot `p` reads row `p`), `offsets` (int64, `[n + 1]`)
+//! gives each centre's slots in the ragged layout (None: `num_slots` padded slots per centre), `first` and `second`
 //! are its two operands as `lamforge_core::aggregate::Kernel` lists them, `out` is a C-contiguous NumPy array of
 //! the same float dtype (float64 or float32) that the kernel overwrites. The GIL is released
 //! while it runs.
 
-use lamforge_core::aggregate::{self as kernels, Edges, Kernel};
+use lamforge_core::aggregate::{self as kernels, Edges, Kernel, Layout};
 use lamforge_core::parallel;
 use lamforge_core::three_body::Real;
 use numpy::{Element, PyReadonlyArray1, PyReadwriteArray1};
@@ -52,13 +54,14 @@ fn run_typed<T: Real + Element>(
 /// Runs one aggregation kernel into `out` (see the module docs for the arguments).
 #[pyfunction]
 #[pyo3(signature = (
-    kernel, index, num_slots, num_nodes, first, second, left_width, width, out, num_threads
+    kernel, index, num_slots, num_nodes, first, second, left_width, width, out, num_threads,
+    offsets = None
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn aggregate(
     py: Python<'_>,
     kernel: &str,
-    index: PyReadonlyArray1<'_, i64>,
+    index: Option<PyReadonlyArray1<'_, i64>>,
     num_slots: usize,
     num_nodes: usize,
     first: &Bound<'_, PyAny>,
@@ -67,6 +70,7 @@ pub fn aggregate(
     width: usize,
     out: &Bound<'_, PyAny>,
     num_threads: usize,
+    offsets: Option<PyReadonlyArray1<'_, i64>>,
 ) -> PyResult<()> {
     let kernel = Kernel::from_name(kernel).ok_or_else(|| {
         PyValueError::new_err(format!(
@@ -74,10 +78,19 @@ pub fn aggregate(
              pair_dot or scatter_outer"
         ))
     })?;
-    let index = contiguous(&index, "index")?;
+    let index = index
+        .as_ref()
+        .map(|index| contiguous(index, "index"))
+        .transpose()?;
+    let layout = match &offsets {
+        Some(offsets) => Layout::Ragged {
+            offsets: contiguous(offsets, "offsets")?,
+        },
+        None => Layout::Padded { num_slots },
+    };
     let edges = Edges {
         index,
-        num_slots,
+        layout,
         num_nodes,
     };
     let shape = (left_width, width);

@@ -69,6 +69,12 @@ TINY_OLD = dataclasses.replace(
     g1_out_mlp=False,
 )
 
+# No attention (deepmd-kit's small example, plus g1g1): the repformer runs on its real pairs only
+# (the ragged layout) where the Rust reductions apply.
+TINY_ATTENTION_FREE = dataclasses.replace(
+    TINY_NEW, update_g1_has_attn=False, update_g2_has_attn=False, update_h2=False
+)
+
 VARIANTS = {
     "new": DescriptorConfig(repinit=TINY_REPINIT, repformer=TINY_NEW),
     "old_strip": DescriptorConfig(
@@ -80,6 +86,13 @@ VARIANTS = {
         repinit=dataclasses.replace(TINY_REPINIT, type_input_mode="strip", resnet_dt=True),
         repformer=dataclasses.replace(TINY_NEW, update_style="res_incr", direct_dist=True),
         concat_output_tebd=False,
+    ),
+    "attention_free": DescriptorConfig(repinit=TINY_REPINIT, repformer=TINY_ATTENTION_FREE),
+    "attention_free_old": DescriptorConfig(
+        repinit=TINY_REPINIT,
+        repformer=dataclasses.replace(
+            TINY_OLD, update_g1_has_attn=False, update_g2_has_attn=False, update_h2=False
+        ),
     ),
 }
 

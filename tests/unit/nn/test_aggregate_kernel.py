@@ -97,6 +97,68 @@ def test_derivative_of_derivative_matches_the_reference(dtype, threads, monkeypa
             torch.testing.assert_close(a, b, rtol=0, atol=relative * float(b.abs().max()))
 
 
+def _ragged_inputs(dtype=torch.float64, identity=False):
+    """Centres of 2, 0, 3, 1 and 4 pairs over 7 nodes (or the identity index: node = pair)."""
+    generator = torch.Generator().manual_seed(4)
+    offsets = torch.tensor([0, 2, 2, 5, 6, 10])
+    num_pairs = int(offsets[-1])
+    index = None if identity else torch.randint(0, 7, (num_pairs,), generator=generator)
+    pair = torch.randn(num_pairs, 5, generator=generator, dtype=dtype)
+    left = torch.randn(num_pairs, 3, generator=generator, dtype=dtype)
+    node = torch.randn(num_pairs if identity else 7, 5, generator=generator, dtype=dtype)
+    return index, offsets, pair, left, node
+
+
+def _ragged_reference(offsets, values):
+    """Σ over each centre's pairs by a Python loop."""
+    bounds = zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
+    return torch.stack([values[start:end].sum(0) for start, end in bounds])
+
+
+@pytest.mark.parametrize("identity", [False, True])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_ragged_layout_matches_the_references(identity, threads, monkeypatch):
+    # Values against a loop over the centres' pairs, the force-training gradients against the
+    # PyTorch reference of the same layout, and gradcheck / gradgradcheck.
+    monkeypatch.setattr(aggregate_kernel, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    index, offsets, pair, left, node = _ragged_inputs(identity=identity)
+    gathered = node if index is None else node[index]
+    torch.testing.assert_close(
+        gather_product_sum(pair, node, index, offsets),
+        _ragged_reference(offsets, pair * gathered),
+    )
+    torch.testing.assert_close(
+        gather_outer_sum(left, node, index, offsets),
+        _ragged_reference(offsets, left.unsqueeze(-1) * gathered.unsqueeze(-2)),
+    )
+    for function, first in ((gather_product_sum, pair), (gather_outer_sum, left)):
+
+        def call(a, b, function=function):
+            return function(a, b, index, offsets)
+
+        runs = []
+        for fused in (True, False):
+            monkeypatch.setattr(aggregate_kernel, "AGGREGATE_FUSED", fused)
+            runs.append(_force_training_gradients(lambda a, b, _: call(a, b), (first, node), None))
+        for got, expected in zip(*runs, strict=True):
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+        monkeypatch.setattr(aggregate_kernel, "AGGREGATE_FUSED", True)
+        leaves = (first.clone().requires_grad_(True), node.clone().requires_grad_(True))
+        assert torch.autograd.gradcheck(call, leaves)
+        assert torch.autograd.gradgradcheck(call, leaves)
+
+
+def test_ragged_layout_errors_name_the_offsets():
+    index, offsets, pair, _, node = _ragged_inputs()
+    with pytest.raises(ValueError, match="offsets run from 0 to 9, expected 0 to 10"):
+        gather_product_sum(pair, node, index, torch.tensor([0, 2, 2, 5, 6, 9]))
+    with pytest.raises(ValueError, match="offsets decrease at centre 1"):
+        gather_product_sum(pair, node, index, torch.tensor([0, 2, 1, 5, 6, 10]))
+    with pytest.raises(ValueError, match="needs offsets"):
+        gather_product_sum(pair, node, None)
+
+
 def test_empty_index_and_bad_index():
     node = torch.randn(4, 3, dtype=torch.float64)
     empty = torch.zeros(0, 5, dtype=torch.int64)
@@ -133,6 +195,11 @@ def test_switch_off_and_other_devices_use_the_reference(monkeypatch):
         ("old_strip", True, torch.float64),
         ("incr_direct", False, torch.float64),
         ("new", True, torch.float32),
+        ("attention_free", True, torch.float64),
+        ("attention_free", False, torch.float64),
+        ("attention_free_old", True, torch.float64),
+        ("attention_free_old", False, torch.float64),
+        ("attention_free", True, torch.float32),
     ],
 )
 def test_model_with_rust_aggregation_equals_pytorch_ops(variant, smooth, dtype, monkeypatch):

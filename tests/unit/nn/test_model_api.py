@@ -405,7 +405,9 @@ def test_cpu_tanh_matches_torch_tanh_and_its_derivatives(dtype, monkeypatch):
     assert torch.allclose(second[0], second[1], rtol=0, atol=1e-14)
 
 
-@pytest.mark.parametrize("variant", ["new", "old_strip", "incr_direct"])
+@pytest.mark.parametrize(
+    "variant", ["new", "old_strip", "incr_direct", "attention_free", "attention_free_old"]
+)
 @pytest.mark.parametrize("smooth", [True, False])
 def test_repformer_centre_groups_are_exact(variant, smooth, monkeypatch):
     # Groups of 3 centres (instead of 48), each on its own slot width, against all centres at
@@ -417,7 +419,41 @@ def test_repformer_centre_groups_are_exact(variant, smooth, monkeypatch):
         config, descriptor=dataclasses.replace(config.descriptor, smooth=smooth)
     )
     model = build_model_from(config)
+    monkeypatch.setattr(repformers, "RAGGED_PAIRS", False)  # the padded groups
     _assert_centre_groups_are_exact(model, repformers, "CENTER", monkeypatch)
+
+
+@pytest.mark.parametrize("variant", ["attention_free", "attention_free_old"])
+@pytest.mark.parametrize("smooth", [True, False])
+def test_repformer_ragged_pairs_are_exact(variant, smooth, monkeypatch):
+    # Attention-free layers on the real pairs only (ragged) against padded centre groups of 3
+    # atoms: outputs and the weight gradients of a force loss (double backward) agree, and the
+    # ragged run really took the ragged path.
+    from lamforge.nn import repformers
+
+    config = tiny_config(variant)
+    config = dataclasses.replace(
+        config, descriptor=dataclasses.replace(config.descriptor, smooth=smooth)
+    )
+    model = build_model_from(config)
+    batch = [molecule_frame(), periodic_frame(), slab_frame()]
+    inputs = model_input(batch, ELEMENTS, [(4.0, 40), (3.0, 20)])
+    monkeypatch.setattr(repformers, "CENTER_GROUP_ATOMS", 3)
+    calls = []
+    ragged = repformers.RepformerBlock._forward_ragged
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return ragged(*args, **kwargs)
+
+    monkeypatch.setattr(repformers.RepformerBlock, "_forward_ragged", counted)
+    results = []
+    for use_ragged in (True, False):
+        monkeypatch.setattr(repformers, "RAGGED_PAIRS", use_ragged)
+        results.append(_force_loss_run(model, inputs))
+        assert bool(calls) == use_ragged
+        calls.clear()
+    _assert_same_run(*results)
 
 
 @pytest.mark.parametrize("variant", ["new", "old_strip"])

@@ -13,7 +13,7 @@ from lamforge.nn import DPA2Model
 from lamforge.testing import physics
 
 STRUCTURES = {"periodic": periodic_frame, "slab": slab_frame, "molecule": molecule_frame}
-VARIANTS = ["new", "old_strip", "incr_direct"]
+VARIANTS = ["new", "old_strip", "incr_direct", "attention_free", "attention_free_old"]
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
@@ -72,7 +72,7 @@ CROSSINGS = {
 }
 
 
-@pytest.mark.parametrize("variant", ["new", "old_strip"])
+@pytest.mark.parametrize("variant", ["new", "old_strip", "attention_free"])
 @pytest.mark.parametrize("crossing", list(CROSSINGS))
 def test_smooth_across_each_cutoff(variant, crossing):
     model = build_model(variant)
