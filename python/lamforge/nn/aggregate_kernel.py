@@ -18,7 +18,8 @@ the slots holding node ``a``)::
 so the six autograd Functions below call each other in their backward passes and support any
 order of derivative. The slots are padded (``[n, N, ...]`` pair tensors, N per centre) or ragged
 (``[P, ...]``, only real pairs, centre i's at ``offsets[i]:offsets[i + 1]``; an index of None
-then lets slot p read node row p, the grrg moment of the pair tensor g2 itself). Weights (switch or mask) are folded into ``pair`` / ``left`` by the caller.
+then lets slot p read node row p, the grrg moment of the pair tensor g2 itself). Weights (switch
+or mask) are folded into ``pair`` / ``left`` by the caller.
 ``AGGREGATE_FUSED = False`` (or another device, tracing, or ``lamforge.kernels.use_fused(False)``)
 selects the PyTorch reference, which the tests compare against.
 """
