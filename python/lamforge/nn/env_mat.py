@@ -29,7 +29,7 @@ def smooth_switch(length: torch.Tensor, cutoff_smooth: float, cutoff: float) -> 
 
 def environment_matrix(
     vectors: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     cutoff: float,
     cutoff_smooth: float,
     protection: float = 0.0,
@@ -37,8 +37,10 @@ def environment_matrix(
     """Unnormalised environment matrix R̃ and switch.
 
     Args:
-        vectors: [num_atoms, max_neighbors, 3] r_ij; values in empty slots are ignored.
-        mask: [num_atoms, max_neighbors] bool, True for real neighbours.
+        vectors: [num_atoms, max_neighbors, 3] r_ij (or [P, 3] of P real pairs); values in empty
+            slots are ignored.
+        mask: [num_atoms, max_neighbors] bool, True for real neighbours; None: every row is a
+            real pair (no masking work).
         cutoff: rc.
         cutoff_smooth: rs.
         protection: added to r in the denominators (deepmd-kit ``env_protection``).
@@ -46,14 +48,17 @@ def environment_matrix(
     Returns:
         R̃ [num_atoms, max_neighbors, 4] and sw [num_atoms, max_neighbors] (0 in empty slots).
     """
-    # Empty slots get a harmless vector so that no norm (and no gradient) is taken at zero.
-    safe = torch.zeros_like(vectors)
-    safe[..., 0] = cutoff + 1.0
-    vectors = torch.where(mask.unsqueeze(-1), vectors, safe)
+    if mask is not None:
+        # Empty slots get a harmless vector so that no norm (and no gradient) is taken at zero.
+        safe = torch.zeros_like(vectors)
+        safe[..., 0] = cutoff + 1.0
+        vectors = torch.where(mask.unsqueeze(-1), vectors, safe)
     length = torch.linalg.norm(vectors, dim=-1, keepdim=True)
     inverse = 1 / (length + protection)
     scaled = vectors / (length + protection) ** 2
-    weight = smooth_switch(length, cutoff_smooth, cutoff) * mask.unsqueeze(-1)
+    weight = smooth_switch(length, cutoff_smooth, cutoff)
+    if mask is not None:
+        weight = weight * mask.unsqueeze(-1)
     raw = torch.cat([inverse, scaled], dim=-1) * weight
     return raw, weight.squeeze(-1)
 

@@ -154,7 +154,7 @@ class RepformerBlock(_StatisticsBlock):
         vectors = geometry.vectors.reshape(-1, 3)[slots].to(self.mean.dtype)
         pair_mask = torch.ones(slots.shape, dtype=torch.bool, device=mask.device)
         raw, switch = environment_matrix(
-            vectors, pair_mask, self.cutoff, self.cutoff_smooth, self.protection
+            vectors, None, self.cutoff, self.cutoff_smooth, self.protection
         )
         types = atom_types[centres]
         env = (raw - self.mean[types]) / self.std[types]
