@@ -88,6 +88,12 @@ VARIANTS = {
         concat_output_tebd=False,
     ),
     "attention_free": DescriptorConfig(repinit=TINY_REPINIT, repformer=TINY_ATTENTION_FREE),
+    "attention_free_direct": DescriptorConfig(
+        repinit=dataclasses.replace(TINY_REPINIT, type_input_mode="strip"),
+        repformer=dataclasses.replace(
+            TINY_ATTENTION_FREE, update_style="res_incr", direct_dist=True
+        ),
+    ),
     "attention_free_old": DescriptorConfig(
         repinit=TINY_REPINIT,
         repformer=dataclasses.replace(

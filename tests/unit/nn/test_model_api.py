@@ -423,7 +423,9 @@ def test_repformer_centre_groups_are_exact(variant, smooth, monkeypatch):
     _assert_centre_groups_are_exact(model, repformers, "CENTER", monkeypatch)
 
 
-@pytest.mark.parametrize("variant", ["attention_free", "attention_free_old"])
+@pytest.mark.parametrize(
+    "variant", ["attention_free", "attention_free_old", "attention_free_direct"]
+)
 @pytest.mark.parametrize("smooth", [True, False])
 def test_repformer_ragged_pairs_are_exact(variant, smooth, monkeypatch):
     # Attention-free layers on the real pairs only (ragged) against padded centre groups of 3

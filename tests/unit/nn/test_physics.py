@@ -13,7 +13,14 @@ from lamforge.nn import DPA2Model
 from lamforge.testing import physics
 
 STRUCTURES = {"periodic": periodic_frame, "slab": slab_frame, "molecule": molecule_frame}
-VARIANTS = ["new", "old_strip", "incr_direct", "attention_free", "attention_free_old"]
+VARIANTS = [
+    "new",
+    "old_strip",
+    "incr_direct",
+    "attention_free",
+    "attention_free_old",
+    "attention_free_direct",
+]
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
