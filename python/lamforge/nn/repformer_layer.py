@@ -3,7 +3,9 @@
 Channels: g1 [num_atoms, d1] (single atom), g2 [num_atoms, N, d2] (pair, invariant), h2
 [num_atoms, N, 3] (pair, equivariant), N = the fixed neighbour cap. The neighbour's g1 is gathered
 from the real atom (``g1[index]``) every layer: periodic images share their atom's g1, which is
-what deepmd-kit's per-layer ghost copy computes, without materialising the ghosts.
+what deepmd-kit's per-layer ghost copy computes, without materialising the ghosts. Attention-free
+layers also take ragged pair tensors ([P, ·] over the real pairs, see
+:class:`lamforge.nn.repformer_terms.CentreGroup`).
 
 Update lists and their residual vectors (``res_residual``), in order:
     g1: [g1, self_mlp (g1_out_mlp), conv (g1_out_conv), mlp, local attention]

@@ -1,4 +1,13 @@
-"""The repformer block: initial pair channels and the stack of layers (spec §1.7)."""
+"""The repformer block: initial pair channels and the stack of layers (spec §1.7).
+
+Pair layouts (all exact; empty slots only ever enter a reduction with weight zero):
+
+* ragged (attention-free layers on the CPU, :data:`RAGGED_PAIRS`): pair tensors [P, ·] over the
+  real pairs only, CSR offsets per centre, the reductions in the Rust core;
+* centre groups: centres sorted by neighbour count, each group [n_k, N_k, ·] on its own slot
+  width (layers with attention: their softmax runs over a centre's padded slots);
+* all at once, [num_atoms, N, ·] (``group=False``: no shape depends on the data, for export).
+"""
 
 from __future__ import annotations
 
