@@ -25,7 +25,8 @@ computed with two fresh pair-sized tensors. Every product here has the thin M = 
 they run as :mod:`lamforge.nn.thin_kernel` products on the CPU (the tanh derivative fused into
 ∂/∂z's), and the gradients towards L, which lead only to the positions, are left out when the
 running backward will not use them (the weights' pass of force training,
-:func:`lamforge.nn.engine.wants_gradient`). When a third derivative is being recorded
+:func:`lamforge.nn.engine.wants_gradient`); under :func:`lamforge.nn.engine.single_input_backward`
+(forces at inference) z is not kept. When a third derivative is being recorded
 (``create_graph`` in the second backward), the same formulas run as ordinary differentiable
 operations on y = tanh(z).
 """
@@ -35,7 +36,7 @@ from __future__ import annotations
 import torch
 
 from lamforge.nn import thin_kernel as thin
-from lamforge.nn.engine import wants_gradient
+from lamforge.nn.engine import in_single_input_backward, wants_gradient
 
 
 def _skip_adjoint(grad: torch.Tensor, skip: int) -> torch.Tensor:
@@ -112,13 +113,21 @@ class _TanhContract(torch.autograd.Function):
         if x.numel() > 0:
             _skip_add(out, thin.combine(rows, x))
         # y is kept as a constant: its derivative is taken through z (see the gradient function).
-        ctx.save_for_backward(left, z, x, y)
+        # z itself only serves a differentiable backward; a forward that promises one plain
+        # backward (forces at inference) does not keep it.
+        ctx.single = in_single_input_backward()
+        ctx.save_for_backward(left, z.new_empty(0) if ctx.single else z, x, y)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
         left, z, x, y = ctx.saved_tensors
         if torch.is_grad_enabled():
+            if ctx.single:
+                raise RuntimeError(
+                    "the embedding contraction ran under single_input_backward(): its graph "
+                    "gives the inputs' gradient once, without create_graph"
+                )
             grad_left, grad_z, grad_x = _TanhContractGradient.apply(grad, left, z, x, y)
         else:  # nothing recorded (no create_graph): the plain operations
             with_left = wants_gradient(ctx, 0)

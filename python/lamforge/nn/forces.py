@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import torch
 
+from lamforge.nn.engine import input_gradients_only, single_input_backward
 from lamforge.nn.geometry import BlockGeometry
 from lamforge.nn.inputs import ModelInput
 from lamforge.nn.model import DPA2Model, frame_sum
-from lamforge.nn.three_body_kernel import input_gradients_only, single_input_backward
 
 # Chunk size of :func:`evaluate` (and of the training step): every chunk costs the same few
 # thousand operations whatever its size, so larger is faster (a 16-frame, 298-atom MPtrj batch

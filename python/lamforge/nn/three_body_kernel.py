@@ -17,61 +17,23 @@ switches it off (the tests compare both paths).
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from lamforge.nn.engine import wants_gradient
+from lamforge.nn.engine import (  # noqa: F401  (the contexts are part of this module's API)
+    in_input_gradients_only,
+    in_single_input_backward,
+    input_gradients_only,
+    single_input_backward,
+    wants_gradient,
+)
 from lamforge.nn.layers import DenseLayer
 
 # Use the fused Rust path where it applies (CPU, tanh nets); False forces the PyTorch ops.
 THREE_BODY_FUSED = True
 
 _SKIP_CODES = {"none": 0, "identity": 1, "double": 2}
-
-_state = threading.local()
-
-
-@contextlib.contextmanager
-def _flag(name: str) -> Iterator[None]:
-    """Sets the thread's flag ``name`` inside the block (restored after, nesting included)."""
-    previous = getattr(_state, name, False)
-    setattr(_state, name, True)
-    try:
-        yield
-    finally:
-        setattr(_state, name, previous)
-
-
-@contextlib.contextmanager
-def single_input_backward() -> Iterator[None]:
-    """Forward passes run inside keep only what one backward for the inputs needs.
-
-    For ``autograd.grad(energy, positions)`` without ``create_graph`` (forces and virials at
-    inference, :func:`lamforge.nn.evaluate`): the kernel then saves each row's factor of the
-    upstream gradient instead of every activation, and the backward is one gather and dot
-    product. A graph built inside must be differentiated once, inside
-    :func:`input_gradients_only`, without ``create_graph`` (anything else is an error).
-    """
-    with _flag("single_input_backward"):
-        yield
-
-
-@contextlib.contextmanager
-def input_gradients_only() -> Iterator[None]:
-    """Backward passes run inside compute no parameter gradients of the fused net.
-
-    A custom autograd function cannot tell which of its inputs' gradients the running backward
-    wants, so it computes every one that requires grad. ``torch.autograd.grad(energy,
-    positions)`` (the forces, :func:`lamforge.nn.evaluate`) wants none of the parameters'; run
-    inside this context the kernel skips their reverse sweep (a third of its first-order cost).
-    CPU backward passes run on the calling thread, which this flag belongs to. Only wrap
-    ``autograd.grad`` calls whose ``inputs`` are not parameters.
-    """
-    with _flag("inputs_only"):
-        yield
 
 
 def _core():
@@ -189,7 +151,7 @@ class _ThreeBodySum(torch.autograd.Function):
         rows = _rows(cosine, weight, row_type, segment, num_segments)
         if not any(ctx.needs_input_grad):
             save = "nothing"
-        elif getattr(_state, "single_input_backward", False):
+        elif in_single_input_backward():
             # One backward, for the cosines only: keep each row's factor of the upstream
             # gradient (8 numbers per row for a 2-4-8 net) and nothing else.
             save = "cosine_factors"
@@ -210,7 +172,7 @@ class _ThreeBodySum(torch.autograd.Function):
         cosine, weight, row_type, segment, saved, table, first_weight = tensors
         needs = ctx.needs_input_grad
         if ctx.save == "cosine_factors":
-            if torch.is_grad_enabled() or not getattr(_state, "inputs_only", False):
+            if torch.is_grad_enabled() or not in_input_gradients_only():
                 raise RuntimeError(
                     "the fused three-body net ran under single_input_backward(): its graph "
                     "gives the inputs' gradient once, inside input_gradients_only(), without "
@@ -222,7 +184,7 @@ class _ThreeBodySum(torch.autograd.Function):
                 net.arrays(), rows, _array(saved), _array(grad_out)
             )
             return torch.from_numpy(grad_cosine), *([None] * (len(needs) - 1))
-        if getattr(_state, "inputs_only", False):
+        if in_input_gradients_only():
             needs = tuple(False for _ in needs)
         if not torch.is_grad_enabled():
             # Nothing recorded: the core directly, without the cosines' gradient (and its

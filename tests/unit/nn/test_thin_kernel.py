@@ -153,6 +153,33 @@ def test_contraction_training_derivatives_with_the_kernels(dtype, skip_width):
         torch.testing.assert_close(ours, reference, rtol=0, atol=tolerance * scale)
 
 
+def test_single_input_backward_drops_the_pre_activation():
+    # Forces at inference (one plain backward): the same gradients without keeping z, and a
+    # clear error for a differentiable backward of such a graph.
+    from lamforge.nn.engine import single_input_backward
+
+    generator = torch.Generator().manual_seed(5)
+    rows = torch.randn(4, 11, 4, dtype=torch.float64, generator=generator, requires_grad=True)
+    z = torch.randn(4, 11, 12, dtype=torch.float64, generator=generator, requires_grad=True)
+    x = torch.randn(4, 11, 6, dtype=torch.float64, generator=generator, requires_grad=True)
+    upstream = torch.randn(4, 4, 12, dtype=torch.float64, generator=generator)
+    expected = torch.autograd.grad(
+        contraction.tanh_contract(rows.transpose(-1, -2), z, x), (rows, z, x), upstream
+    )
+    with single_input_backward():
+        out = contraction.tanh_contract(rows.transpose(-1, -2), z, x)
+    node = out.grad_fn.next_functions[0][0]  # the contraction's node, under a view
+    saved_sizes = sorted(t.numel() for t in node.saved_tensors)
+    assert saved_sizes[0] == 0  # z is not kept
+    got = torch.autograd.grad(out, (rows, z, x), upstream)
+    for a, b in zip(got, expected, strict=True):
+        assert torch.equal(a, b)
+    with single_input_backward():
+        out = contraction.tanh_contract(rows.transpose(-1, -2), z, x)
+    with pytest.raises(RuntimeError, match="single_input_backward"):
+        torch.autograd.grad(out, (rows, z, x), upstream, create_graph=True)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_model_with_thin_kernels_equals_matmul(dtype, monkeypatch):
     # Energies, forces, virials and force-training weight gradients of the test model, kernels
