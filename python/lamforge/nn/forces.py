@@ -22,6 +22,7 @@ respect to the parameters (double backward).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -132,6 +133,31 @@ def frame_chunks(inputs: ModelInput, max_atoms: int | None) -> list[tuple[int, i
     return chunks
 
 
+def _without_inference_tensors(inputs: ModelInput) -> ModelInput:
+    """``inputs`` with copies of the tensors made under ``torch.inference_mode()``.
+
+    Autograd may not save such tensors; the copies (made outside inference mode) are normal.
+    """
+
+    def normal(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.clone() if tensor.is_inference() else tensor
+
+    fields = (inputs.positions, inputs.atom_types, inputs.cell, inputs.frame_index)
+    blocks = [(block.index, block.shifts) for block in inputs.neighbors]
+    if not any(t.is_inference() for t in (*fields, *[t for pair in blocks for t in pair])):
+        return inputs
+    return ModelInput(
+        positions=normal(inputs.positions),
+        atom_types=normal(inputs.atom_types),
+        cell=normal(inputs.cell),
+        frame_index=normal(inputs.frame_index),
+        neighbors=tuple(
+            dataclasses.replace(block, index=normal(block.index), shifts=normal(block.shifts))
+            for block in inputs.neighbors
+        ),
+    )
+
+
 def _evaluate_batch(
     model: DPA2Model,
     inputs: ModelInput,
@@ -145,10 +171,14 @@ def _evaluate_batch(
     """:func:`evaluate` of the whole batch at once."""
     need_gradient = forces or virial or atomic_virial
     with (
+        # Forces need autograd, also when called inside torch.inference_mode().
+        torch.inference_mode(False) if need_gradient else contextlib.nullcontext(),
         torch.enable_grad() if need_gradient else contextlib.nullcontext(),
         # One backward for the edge vectors only: the fused three-body net keeps just that.
         single_input_backward() if need_gradient and not create_graph else contextlib.nullcontext(),
     ):
+        if need_gradient:
+            inputs = _without_inference_tensors(inputs)
         geometries, distinct = model.geometries(inputs)
         if need_gradient:
             for geometry, _ in distinct:

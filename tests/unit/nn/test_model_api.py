@@ -482,6 +482,25 @@ def _assert_centre_groups_are_exact(model, module, prefix, monkeypatch):
     _assert_same_run(*results)
 
 
+@pytest.mark.parametrize("variant", ["new", "attention_free"])
+def test_evaluate_inside_inference_mode(variant):
+    # torch.inference_mode() around evaluate (a common habit for inference): forces and virials
+    # still come by autograd, from inputs made outside or inside the inference mode.
+    model = build_model(variant)
+    frames = [periodic_frame(), molecule_frame()]
+    specs = [(4.0, 40), (3.0, 20)]
+    expected = evaluate(model, model_input(frames, ELEMENTS, specs))
+    outside = model_input(frames, ELEMENTS, specs)
+    with torch.inference_mode():
+        inside = model_input(frames, ELEMENTS, specs)
+        for inputs in (outside, inside):
+            output = evaluate(model, inputs)
+            for name in ("energy", "forces", "virial"):
+                assert torch.equal(getattr(output, name), getattr(expected, name)), name
+            energy_only = evaluate(model, inputs, forces=False, virial=False)
+            assert torch.equal(energy_only.energy, expected.energy)
+
+
 def test_evaluate_hands_out_plain_tensors_unless_asked_for_a_graph():
     model = build_model()
     inputs = model_input([periodic_frame(), molecule_frame()], ELEMENTS, [(4.0, 40), (3.0, 20)])
