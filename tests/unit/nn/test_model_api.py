@@ -247,11 +247,7 @@ def test_checkpoint_loading_never_runs_code(tmp_path):
 def test_trimming_empty_slots_is_exact(variant, smooth):
     # Smooth attention keeps empty slots in its softmax denominator (logit -20); trimming must
     # account for them exactly. The molecule has far fewer neighbours than slots.
-    config = tiny_config(variant)
-    config = dataclasses.replace(
-        config, descriptor=dataclasses.replace(config.descriptor, smooth=smooth)
-    )
-    model = build_model_from(config)
+    model = _tiny_model(variant, smooth)
     inputs = model_input([molecule_frame(), periodic_frame()], ELEMENTS, [(4.0, 40), (3.0, 20)])
     assert model.descriptor.repformers.exact_without_empty_slots()
     trimmed = evaluate(model, inputs)
@@ -405,6 +401,15 @@ def test_cpu_tanh_matches_torch_tanh_and_its_derivatives(dtype, monkeypatch):
     assert torch.allclose(second[0], second[1], rtol=0, atol=1e-14)
 
 
+def _tiny_model(variant: str, smooth: bool):
+    """The tiny test model of ``variant`` with the descriptor's ``smooth`` set."""
+    config = tiny_config(variant)
+    config = dataclasses.replace(
+        config, descriptor=dataclasses.replace(config.descriptor, smooth=smooth)
+    )
+    return build_model_from(config)
+
+
 @pytest.mark.parametrize(
     "variant", ["new", "old_strip", "incr_direct", "attention_free", "attention_free_old"]
 )
@@ -414,11 +419,7 @@ def test_repformer_centre_groups_are_exact(variant, smooth, monkeypatch):
     # once: outputs and the weight gradients of a force loss (double backward) must agree.
     from lamforge.nn import repformers
 
-    config = tiny_config(variant)
-    config = dataclasses.replace(
-        config, descriptor=dataclasses.replace(config.descriptor, smooth=smooth)
-    )
-    model = build_model_from(config)
+    model = _tiny_model(variant, smooth)
     monkeypatch.setattr(repformers, "RAGGED_PAIRS", False)  # the padded groups
     _assert_centre_groups_are_exact(model, repformers, "CENTER", monkeypatch)
 
@@ -433,11 +434,7 @@ def test_repformer_ragged_pairs_are_exact(variant, smooth, monkeypatch):
     # ragged run really took the ragged path.
     from lamforge.nn import repformers
 
-    config = tiny_config(variant)
-    config = dataclasses.replace(
-        config, descriptor=dataclasses.replace(config.descriptor, smooth=smooth)
-    )
-    model = build_model_from(config)
+    model = _tiny_model(variant, smooth)
     batch = [molecule_frame(), periodic_frame(), slab_frame()]
     inputs = model_input(batch, ELEMENTS, [(4.0, 40), (3.0, 20)])
     monkeypatch.setattr(repformers, "CENTER_GROUP_ATOMS", 3)
