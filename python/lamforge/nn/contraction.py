@@ -73,156 +73,174 @@ def tanh_contract(left: torch.Tensor, z: torch.Tensor, x: torch.Tensor | None) -
         [..., M, n].
     """
     batch = left.shape[:-2]
-    left = left.reshape(-1, *left.shape[-2:])
+    rows = left.reshape(-1, *left.shape[-2:]).transpose(-1, -2)  # Lᵀ, the thin factor's layout
     z = z.reshape(-1, *z.shape[-2:])
     x = z.new_zeros(0) if x is None else x.reshape(-1, *x.shape[-2:])
-    out = _TanhContract.apply(left, z, x)
+    out = _TanhContract.apply(rows, z, x, None)
     return out.view(*batch, *out.shape[-2:])
+
+
+def tanh_contract_ragged(
+    rows: torch.Tensor, z: torch.Tensor, x: torch.Tensor | None, offsets: torch.Tensor
+) -> torch.Tensor:
+    """:func:`tanh_contract` per item of a ragged layout: Σ over item b's rows of Lᵀ ⊗ tanh(z).
+
+    Args:
+        rows: [P, M] the thin factor's rows (Lᵀ), item b's at ``offsets[b]:offsets[b + 1]``.
+        z: [P, n] pre-activation.
+        x: [P, m] with m = n or 2m = n, or None.
+        offsets: [B + 1] int64.
+
+    Returns:
+        [B, M, n].
+    """
+    x = z.new_zeros(0) if x is None else x
+    return _TanhContract.apply(rows, z, x, offsets.to(torch.int64).contiguous())
 
 
 def _first_derivatives(
     grad: torch.Tensor,
-    left: torch.Tensor,
+    rows: torch.Tensor,
     x: torch.Tensor,
     y: torch.Tensor,
-    with_left: bool = True,
+    offsets: torch.Tensor | None,
+    with_rows: bool = True,
 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """(∂/∂L, ∂/∂z, ∂/∂x) of the module docstring for the upstream ``grad`` (3-d tensors).
+    """(∂/∂Lᵀ, ∂/∂z, ∂/∂x) of the module docstring for the upstream ``grad`` [B, M, n].
 
-    ``with_left=False`` leaves out ∂/∂L (None).
+    ``rows`` is Lᵀ ([B, K, M], or ragged [P, M] with ``offsets``); ``with_rows=False`` leaves
+    out ∂/∂Lᵀ (None).
     """
-    rows = left.transpose(-1, -2)  # Lᵀ [B, K, M], the thin factor in its own layout
-    grad_z = thin.spread_slope(rows, grad, y)
-    grad_rows = thin.dot(grad, y) if with_left else None
+    grad_z = thin.spread_slope(rows, grad, y, offsets)
+    grad_rows = thin.dot(grad, y, offsets) if with_rows else None
     if x.numel() > 0:
         skip_grad = _skip_adjoint(grad, x.shape[-1])
-        grad_x = thin.spread(rows, skip_grad)
+        grad_x = thin.spread(rows, skip_grad, offsets)
         if grad_rows is not None:
-            grad_rows = grad_rows.add_(thin.dot(skip_grad, x))
+            grad_rows = grad_rows.add_(thin.dot(skip_grad, x, offsets))
     else:
         grad_x = x.new_zeros(0)
-    return (None if grad_rows is None else grad_rows.transpose(-1, -2)), grad_z, grad_x
+    return grad_rows, grad_z, grad_x
 
 
 class _TanhContract(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, left: torch.Tensor, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(ctx, rows, z, x, offsets) -> torch.Tensor:  # noqa: D102
         y = _tanh(z)
-        rows = left.transpose(-1, -2)
-        out = thin.combine(rows, y)
+        out = thin.combine(rows, y, offsets)
         if x.numel() > 0:
-            _skip_add(out, thin.combine(rows, x))
+            _skip_add(out, thin.combine(rows, x, offsets))
         # y is kept as a constant: its derivative is taken through z (see the gradient function).
         # z itself only serves a differentiable backward; a forward that promises one plain
         # backward (forces at inference) does not keep it.
         ctx.single = in_single_input_backward()
-        ctx.save_for_backward(left, z.new_empty(0) if ctx.single else z, x, y)
+        ctx.offsets = offsets
+        ctx.save_for_backward(rows, z.new_empty(0) if ctx.single else z, x, y)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
-        left, z, x, y = ctx.saved_tensors
+        rows, z, x, y = ctx.saved_tensors
         if torch.is_grad_enabled():
             if ctx.single:
                 raise RuntimeError(
                     "the embedding contraction ran under single_input_backward(): its graph "
                     "gives the inputs' gradient once, without create_graph"
                 )
-            grad_left, grad_z, grad_x = _TanhContractGradient.apply(grad, left, z, x, y)
+            grad_rows, grad_z, grad_x = _TanhContractGradient.apply(
+                grad, rows, z, x, y, ctx.offsets
+            )
         else:  # nothing recorded (no create_graph): the plain operations
-            with_left = wants_gradient(ctx, 0)
-            grad_left, grad_z, grad_x = _first_derivatives(grad, left, x, y, with_left)
+            with_rows = wants_gradient(ctx, 0)
+            grad_rows, grad_z, grad_x = _first_derivatives(grad, rows, x, y, ctx.offsets, with_rows)
         return (
-            grad_left if ctx.needs_input_grad[0] else None,
+            grad_rows if ctx.needs_input_grad[0] else None,
             grad_z if ctx.needs_input_grad[1] else None,
             grad_x if ctx.needs_input_grad[2] and x.numel() > 0 else None,
+            None,
         )
 
 
 class _TanhContractGradient(torch.autograd.Function):
     @staticmethod
-    def forward(  # noqa: D102
-        ctx,
-        grad: torch.Tensor,
-        left: torch.Tensor,
-        z: torch.Tensor,
-        x: torch.Tensor,
-        y: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        ctx.save_for_backward(grad, left, z, x, y)
-        return _first_derivatives(grad, left, x, y)
+    def forward(ctx, grad, rows, z, x, y, offsets):  # noqa: D102
+        ctx.save_for_backward(grad, rows, z, x, y)
+        ctx.offsets = offsets
+        return _first_derivatives(grad, rows, x, y, offsets)
 
     @staticmethod
     def backward(  # noqa: D102
-        ctx, up_left: torch.Tensor, up_z: torch.Tensor, up_x: torch.Tensor
+        ctx, up_rows: torch.Tensor, up_z: torch.Tensor, up_x: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
-        grad, left, z, x, y = ctx.saved_tensors
+        grad, rows, z, x, y = ctx.saved_tensors
+        offsets = ctx.offsets
         if torch.is_grad_enabled():
-            return _gradient_derivative_reference(ctx, grad, left, z, x, up_left, up_z, up_x)
+            return _gradient_derivative_reference(ctx, grad, rows, z, x, up_rows, up_z, up_x)
         has_skip = x.numel() > 0
         need_grad, need_z, need_x = (ctx.needs_input_grad[i] for i in (0, 2, 3))
-        need_left = wants_gradient(ctx, 1)
-        rows, up_rows = left.transpose(-1, -2), up_left.transpose(-1, -2)
-        out_grad = out_left = out_z = out_x = None
+        need_rows = wants_gradient(ctx, 1)
+        out_grad = out_rows = out_z = out_x = None
         if need_z:
             # (u_Lᵀ g - 2 y ⊙ u_z ⊙ (Lᵀ g)) ⊙ (1 - y²) in one pass.
-            out_z = thin.spread_slope_second(rows, up_rows, grad, y, up_z)
-        if need_grad or need_left:
+            out_z = thin.spread_slope_second(rows, up_rows, grad, y, up_z, offsets)
+        if need_grad or need_rows:
             damped = torch.ops.aten.tanh_backward(up_z, y)
             skip_grad = _skip_adjoint(grad, x.shape[-1]) if has_skip else None
             if need_grad:
-                out_grad = thin.combine(rows, damped).add_(thin.combine(up_rows, y))
+                out_grad = thin.combine(rows, damped, offsets)
+                out_grad = out_grad.add_(thin.combine(up_rows, y, offsets))
                 if has_skip:
-                    inner = thin.combine(up_rows, x).add_(thin.combine(rows, up_x))
-                    _skip_add(out_grad, inner)
-            if need_left:
-                left_rows = thin.dot(grad, damped)
+                    inner = thin.combine(up_rows, x, offsets)
+                    _skip_add(out_grad, inner.add_(thin.combine(rows, up_x, offsets)))
+            if need_rows:
+                out_rows = thin.dot(grad, damped, offsets)
                 if has_skip:
-                    left_rows = left_rows.add_(thin.dot(skip_grad, up_x))
-                out_left = left_rows.transpose(-1, -2)
+                    out_rows = out_rows.add_(thin.dot(skip_grad, up_x, offsets))
         if need_x and has_skip:
-            out_x = thin.spread(up_rows, _skip_adjoint(grad, x.shape[-1]))
-        return out_grad, out_left, out_z, out_x, None
+            out_x = thin.spread(up_rows, _skip_adjoint(grad, x.shape[-1]), offsets)
+        return out_grad, out_rows, out_z, out_x, None, None
 
 
 def _gradient_derivative_reference(
     ctx,
     grad: torch.Tensor,
-    left: torch.Tensor,
+    rows: torch.Tensor,
     z: torch.Tensor,
     x: torch.Tensor,
-    up_left: torch.Tensor,
+    up_rows: torch.Tensor,
     up_z: torch.Tensor,
     up_x: torch.Tensor,
 ) -> tuple[torch.Tensor | None, ...]:
     """The derivative of :class:`_TanhContractGradient` as differentiable operations."""
     from lamforge.nn.layers import tanh
 
+    offsets = ctx.offsets
+    options = {"offsets": offsets, "reference": True}
     has_skip = x.numel() > 0
     y = tanh(z)
     slope = 1.0 - y * y
-    left_t = left.transpose(-1, -2)
     damped = up_z * slope
-    out_grad = torch.matmul(left, damped) + torch.matmul(up_left, y)
-    out_left = torch.matmul(grad, damped.transpose(-1, -2))
+    out_grad = thin.combine(rows, damped, **options) + thin.combine(up_rows, y, **options)
+    out_rows = thin.dot(grad, damped, **options)
     out_x = None
     if has_skip:
         skip_grad = _skip_adjoint(grad, x.shape[-1])
-        inner = torch.matmul(up_left, x) + torch.matmul(left, up_x)
+        inner = thin.combine(up_rows, x, **options) + thin.combine(rows, up_x, **options)
         if inner.shape[-1] == out_grad.shape[-1]:
             out_grad = out_grad + inner
         else:
             out_grad = out_grad + torch.cat([inner, inner], dim=-1)
-        out_left = out_left + torch.matmul(skip_grad, up_x.transpose(-1, -2))
-        out_x = torch.matmul(up_left.transpose(-1, -2), skip_grad)
+        out_rows = out_rows + thin.dot(skip_grad, up_x, **options)
+        out_x = thin.spread(up_rows, skip_grad, **options)
     out_z = (
-        torch.matmul(up_left.transpose(-1, -2), grad) - 2.0 * y * up_z * torch.matmul(left_t, grad)
+        thin.spread(up_rows, grad, **options) - 2.0 * y * up_z * thin.spread(rows, grad, **options)
     ) * slope
     needs = ctx.needs_input_grad
     return (
         out_grad if needs[0] else None,
-        out_left if needs[1] else None,
+        out_rows if needs[1] else None,
         out_z if needs[2] else None,
         out_x if needs[3] else None,
+        None,
         None,
     )

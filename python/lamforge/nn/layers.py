@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from lamforge.nn.contraction import tanh_contract
+from lamforge.nn.aggregate_kernel import gather_outer_sum
+from lamforge.nn.contraction import tanh_contract, tanh_contract_ragged
 
 # Tensors with fewer elements use autograd's derivatives (tanh_backward's, the contraction's): there
 # the Python overhead of a hand-written Function outweighs the memory it saves.
@@ -243,20 +244,25 @@ class DenseLayer(nn.Module):
             y = y + x if self.num_out == self.num_in else y + torch.cat([x, x], dim=-1)
         return y
 
-    def contract(self, left: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def contract(
+        self, left: torch.Tensor, x: torch.Tensor, offsets: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``left @ self(x)`` without materialising the skip-added output.
 
         ``left @ (a + [x, x]) = left @ a + [left @ x, left @ x]``: the skip is applied to the
         small contracted tensor instead of the large per-pair one (and so is its backward).
 
         Args:
-            left: [..., M, K].
-            x: [..., num_in] with K · (leading size of ``left``) rows, in ``left``'s order.
+            left: [..., M, K]; ragged (``offsets`` given): [P, M], the rows of Lᵀ.
+            x: [..., num_in] with K · (leading size of ``left``) rows, in ``left``'s order
+                (ragged: [P, num_in]).
+            offsets: None, or [B + 1] int64: item b's rows are ``offsets[b]:offsets[b + 1]``.
 
         Returns:
-            [..., M, num_out].
+            [..., M, num_out] (ragged: [B, M, num_out]).
         """
-        x = x.reshape(*left.shape[:-2], left.shape[-1], self.num_in)
+        if offsets is None:
+            x = x.reshape(*left.shape[:-2], left.shape[-1], self.num_in)
         if (
             self.activation_name == "tanh"
             and self.timestep is None
@@ -266,13 +272,20 @@ class DenseLayer(nn.Module):
         ):
             # Derivatives by hand, far fewer fresh pair-sized tensors (lamforge.nn.contraction).
             pre = torch.nn.functional.linear(x, self.weight.t(), self.bias)
-            return tanh_contract(left, pre, x if self.has_skip else None)
+            skip = x if self.has_skip else None
+            if offsets is not None:
+                return tanh_contract_ragged(left, pre, skip, offsets)
+            return tanh_contract(left, pre, skip)
         activated = self.activation(torch.nn.functional.linear(x, self.weight.t(), self.bias))
         if self.timestep is not None:
             activated = activated * self.timestep
-        out = torch.matmul(left, activated)
-        if self.has_skip:
-            skip = torch.matmul(left, x)
+        if offsets is not None:
+            out = gather_outer_sum(left, activated, None, offsets)
+            skip = gather_outer_sum(left, x, None, offsets) if self.has_skip else None
+        else:
+            out = torch.matmul(left, activated)
+            skip = torch.matmul(left, x) if self.has_skip else None
+        if skip is not None:
             out = out + (skip if self.num_out == self.num_in else torch.cat([skip, skip], dim=-1))
         return out
 
@@ -348,14 +361,20 @@ class EmbeddingNet(nn.Module):
             x = layer(x)
         return x
 
-    def forward_contracted(self, left: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``left @ self(x)`` (see :meth:`DenseLayer.contract`), left [..., M, K]."""
+    def forward_contracted(
+        self, left: torch.Tensor, x: torch.Tensor, offsets: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``left @ self(x)`` (see :meth:`DenseLayer.contract`), left [..., M, K] (or ragged)."""
         for layer in self.layers[:-1]:
             x = layer(x)
-        return self.layers[-1].contract(left, x)
+        return self.layers[-1].contract(left, x, offsets)
 
     def forward_concatenated(
-        self, scalar: torch.Tensor, parts: list[torch.Tensor], left: torch.Tensor | None = None
+        self,
+        scalar: torch.Tensor,
+        parts: list[torch.Tensor],
+        left: torch.Tensor | None = None,
+        offsets: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The net applied to ``[scalar, *parts]`` (concatenated last) without building it.
 
@@ -369,7 +388,9 @@ class EmbeddingNet(nn.Module):
         Args:
             scalar: [..., 1].
             parts: tensors [..., dim_k] broadcastable to ``scalar``'s leading shape.
-            left: if given, [..., M, K]: return ``left @ output`` (:meth:`forward_contracted`).
+            left: if given, [..., M, K]: return ``left @ output`` (:meth:`forward_contracted`);
+                with ``offsets`` the ragged rows [P, M] of :meth:`DenseLayer.contract`.
+            offsets: None, or the ragged layout's [B + 1] offsets (with ``left``).
 
         Returns:
             [..., neurons[-1]], or [..., M, neurons[-1]] with ``left``.
@@ -379,7 +400,7 @@ class EmbeddingNet(nn.Module):
             shape = scalar.shape[:-1]
             expanded = [part.expand(*shape, part.shape[-1]) for part in parts]
             x = torch.cat([scalar, *expanded], dim=-1)
-            return self(x) if left is None else self.forward_contracted(left, x)
+            return self(x) if left is None else self.forward_contracted(left, x, offsets)
         weight = first.weight
         y = scalar * weight[0]
         start = 1
@@ -393,7 +414,7 @@ class EmbeddingNet(nn.Module):
         if left is not None:
             for layer in self.layers[1:-1]:
                 x = layer(x)
-            return self.layers[-1].contract(left, x)
+            return self.layers[-1].contract(left, x, offsets)
         for layer in self.layers[1:]:
             x = layer(x)
         return x

@@ -9,6 +9,11 @@ Two-body (deepmd-kit ``DescrptBlockSeAtten`` with ``attn_layer=0``), per centre 
 
 Three-body (``DescrptBlockSeTTebd``): e_jk = R_ij[1:4] · R_ik[1:4],
 H_jk = EmbeddingNet([e_jk, T_j, T_k]) (or strip), D3_i = (1/N3²) Σ_jk e_jk H_jk.
+
+Where empty slots add nothing (zero mean), the two-body block runs on the CPU on the real pairs
+only (:data:`RAGGED_REPINIT`: [P, ·] rows in centre order, CSR offsets, the contraction in the
+Rust thin kernels' ragged mode); elsewhere in centre groups by neighbour count, or on all slots
+(``group=False``, export).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import torch
 from torch import nn
 
 from lamforge import kernels
+from lamforge.nn import aggregate_kernel
+from lamforge.nn.aggregate_kernel import gather_outer_sum
 from lamforge.nn.config import RepinitConfig
 from lamforge.nn.env_mat import environment_matrix
 from lamforge.nn.geometry import BlockGeometry
@@ -30,6 +37,9 @@ THREE_BODY_GROUP_ATOMS = 48
 # The same for the two-body repinit block (water: 78 to 101 of its 120 slots used per centre).
 REPINIT_GROUPS = 4
 REPINIT_GROUP_ATOMS = 48
+# On the CPU, where empty slots add nothing, the two-body block runs on the real pairs only (the
+# ragged layout) instead of centre groups (a switch for the tests that compare both).
+RAGGED_REPINIT = True
 # Concat mode: evaluate the three-body net on the list of real neighbour pairs j <= k instead of
 # every slot pair (a switch for the tests that compare both).
 THREE_BODY_PAIR_LIST = True
@@ -177,6 +187,13 @@ class RepinitBlock(_StatisticsBlock):
         """
         if not group:
             return self._descriptor(geometry, atom_types, type_table)
+        if (
+            RAGGED_REPINIT
+            and aggregate_kernel.applies(self.mean)  # first: False while tracing
+            and not kernels.fused_enabled(geometry.vectors)
+            and self.exact_without_empty_slots()
+        ):
+            return self._descriptor_ragged(geometry, atom_types, type_table)
         num_atoms, num_slots = geometry.mask.shape
         num_groups = min(REPINIT_GROUPS, num_atoms // REPINIT_GROUP_ATOMS)
         if (
@@ -196,6 +213,56 @@ class RepinitBlock(_StatisticsBlock):
                 self._descriptor(geometry.select(group, used), atom_types[group], type_table)
             )
         return torch.cat(outputs)[torch.argsort(order)]
+
+    def _descriptor_ragged(
+        self, geometry: BlockGeometry, atom_types: torch.Tensor, type_table: torch.Tensor
+    ) -> torch.Tensor:
+        """D of every centre from its real neighbours only (the ragged layout, no padded rows).
+
+        Exact where empty slots add nothing (zero mean): the embedding runs on the P real pairs,
+        [P, ·] in centre order, and each centre's moment sums its own rows (CSR offsets).
+        """
+        mask = geometry.mask
+        num_atoms, num_slots = mask.shape
+        slots = mask.reshape(-1).nonzero().squeeze(1)  # [P], centre-major
+        offsets = torch.zeros(num_atoms + 1, dtype=torch.int64, device=mask.device)
+        torch.cumsum(mask.sum(dim=1), dim=0, out=offsets[1:])
+        centres = torch.div(slots, num_slots, rounding_mode="floor")
+        vectors = geometry.vectors.reshape(-1, 3)[slots].to(self.mean.dtype)
+        raw, switch = environment_matrix(
+            vectors, None, self.cutoff, self.cutoff_smooth, self.protection
+        )
+        centre_types = atom_types[centres]
+        env = (raw - self.mean[centre_types]) / self.std[centre_types]  # [P, 4]
+        radial = env[:, :1]
+        neighbor_types = geometry.neighbor_types.reshape(-1)[slots]
+        if self.mode == "concat":
+            parts = [type_table[neighbor_types]]
+            if not self.type_one_side:
+                parts.append(type_table[centre_types])
+            moment = self.embedding.forward_concatenated(radial, parts, left=env, offsets=offsets)
+        else:
+            assert self.type_embedding_net is not None
+            geometric = self.embedding(radial)
+            rows = type_table.shape[0]
+            if self.type_one_side:
+                type_part = self.type_embedding_net(type_table)[neighbor_types]
+            else:
+                pair_index = centre_types * rows + neighbor_types
+                type_part = self.type_embedding_net(_pair_table(type_table))[pair_index]
+            if self.smooth:
+                type_part = type_part * switch.unsqueeze(-1)
+            pair = geometric * type_part + geometric
+            moment = gather_outer_sum(env, pair, None, offsets)
+        return self._invariant(moment)
+
+    def _invariant(self, moment: torch.Tensor) -> torch.Tensor:
+        """D = Mom^T Mom[:, :M] / N² flattened, from the summed moment [n, 4, ng]."""
+        # Normalised by the fixed cap, not the slot count (slots may be trimmed, spec §8).
+        moment = moment / self.max_neighbors
+        moment_t = moment.transpose(1, 2)
+        descriptor = torch.matmul(moment_t, moment[:, :, : self.axis_neurons])
+        return descriptor.reshape(moment.shape[0], -1)
 
     def _descriptor(
         self, geometry: BlockGeometry, atom_types: torch.Tensor, type_table: torch.Tensor
@@ -225,11 +292,7 @@ class RepinitBlock(_StatisticsBlock):
                 type_part = type_part * switch.unsqueeze(-1)
             pair = geometric * type_part + geometric
             moment = torch.matmul(env.transpose(1, 2), pair)
-        # Normalised by the fixed cap, not the slot count (slots may be trimmed, spec §8).
-        moment = moment / self.max_neighbors
-        moment_t = moment.transpose(1, 2)
-        descriptor = torch.matmul(moment_t, moment[:, :, : self.axis_neurons])
-        return descriptor.reshape(num_atoms, -1)
+        return self._invariant(moment)
 
 
 class ThreeBodyBlock(_StatisticsBlock):

@@ -109,26 +109,7 @@ impl Edges<'_> {
                     )));
                 }
             }
-            Layout::Ragged { offsets } => {
-                let (Some(&first), Some(&last)) = (offsets.first(), offsets.last()) else {
-                    return Err(CoreError::InvalidInput(
-                        "aggregate: offsets need n + 1 entries, got none".into(),
-                    ));
-                };
-                if first != 0 || last != pairs as i64 {
-                    return Err(CoreError::InvalidInput(format!(
-                        "aggregate: offsets run from {first} to {last}, expected 0 to {pairs} \
-                         (the number of slots)"
-                    )));
-                }
-                if let Some(position) = offsets.windows(2).position(|pair| pair[1] < pair[0]) {
-                    return Err(CoreError::InvalidInput(format!(
-                        "aggregate: offsets decrease at centre {position} ({} then {})",
-                        offsets[position],
-                        offsets[position + 1]
-                    )));
-                }
-            }
+            Layout::Ragged { offsets } => crate::offsets::validate(offsets, pairs, "aggregate")?,
         }
         let nodes = self.num_nodes as i64;
         if let Some(index) = self.index {
@@ -616,7 +597,7 @@ mod tests {
             "{error}"
         );
         let error = message(&ragged(&[0, 2, 1, 2]), &[0.0; 6]);
-        assert!(error.contains("offsets decrease at centre 1"), "{error}");
+        assert!(error.contains("offsets decrease at item 1"), "{error}");
         let error = message(&ragged(&[]), &[0.0; 6]);
         assert!(error.contains("offsets need n + 1 entries"), "{error}");
         let empty = Edges {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod loader;
 pub mod memory;
 pub mod neighbors;
+mod offsets;
 pub mod parallel;
 mod simd;
 pub mod store;

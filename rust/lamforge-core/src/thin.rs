@@ -17,7 +17,9 @@
 //! each other's partial derivatives (combine's gradient in Y is a spread, in R a dot; and so on),
 //! so the callers' hand-written derivatives of any order use only these.
 //!
-//! All arrays are row-major and contiguous. Every output value is summed in a fixed order (k, c,
+//! Batch items have K rows each ([`run`]) or their own row counts ([`run_ragged`], CSR offsets
+//! over `[P, ·]` row operands, the repinit block on real neighbours only). All arrays are
+//! row-major and contiguous. Every output value is summed in a fixed order (k, c,
 //! or d in eight interleaved partial sums), so all vector widths give the same bits. Batch items
 //! run in chunks on the current [`crate::parallel`] pool.
 
@@ -60,30 +62,70 @@ impl Kernel {
         })
     }
 
-    /// Names and values per batch item of the inputs, and values per batch item of the output.
-    fn operands(self, shape: &Shape) -> (Vec<Operand>, usize) {
-        let (k, m, n) = (shape.rows, shape.columns, shape.width);
+    /// Names and sizes of the inputs, and the size of the output: values per row of an item
+    /// (the K-long operands) or per item (the `[m, n]` ones).
+    fn operand_kinds(self, m: usize, n: usize) -> (Vec<(&'static str, Per)>, Per) {
+        let (rows_m, rows_n, item) = (Per::Row(m), Per::Row(n), Per::Item(m * n));
         match self {
-            Self::Combine => (vec![("R", k * m), ("Y", k * n)], m * n),
-            Self::Spread => (vec![("R", k * m), ("G", m * n)], k * n),
-            Self::Dot => (vec![("G", m * n), ("Y", k * n)], k * m),
-            Self::SpreadSlope => (vec![("R", k * m), ("G", m * n), ("Y", k * n)], k * n),
+            Self::Combine => (vec![("R", rows_m), ("Y", rows_n)], item),
+            Self::Spread => (vec![("R", rows_m), ("G", item)], rows_n),
+            Self::Dot => (vec![("G", item), ("Y", rows_n)], rows_m),
+            Self::SpreadSlope => (vec![("R", rows_m), ("G", item), ("Y", rows_n)], rows_n),
             Self::SpreadSlopeSecond => (
                 vec![
-                    ("R", k * m),
-                    ("U", k * m),
-                    ("G", m * n),
-                    ("Y", k * n),
-                    ("V", k * n),
+                    ("R", rows_m),
+                    ("U", rows_m),
+                    ("G", item),
+                    ("Y", rows_n),
+                    ("V", rows_n),
                 ],
-                k * n,
+                rows_n,
             ),
         }
     }
 }
 
-/// An operand's name and its number of values per batch item.
-type Operand = (&'static str, usize);
+/// How many values an operand has: per row of a batch item, or per batch item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Per {
+    Row(usize),
+    Item(usize),
+}
+
+/// The batch items and their rows: `rows` each (padded), or item `b` owning rows
+/// `offsets[b]..offsets[b + 1]` (ragged, CSR).
+#[derive(Clone, Copy, Debug)]
+enum Items<'a> {
+    Fixed { batch: usize, rows: usize },
+    Ragged(&'a [i64]),
+}
+
+impl Items<'_> {
+    fn count(&self) -> usize {
+        match *self {
+            Items::Fixed { batch, .. } => batch,
+            Items::Ragged(offsets) => offsets.len().saturating_sub(1),
+        }
+    }
+
+    /// The first row of item `b` (`b = count` gives the number of rows).
+    #[inline(always)]
+    fn start(&self, b: usize) -> usize {
+        match *self {
+            Items::Fixed { rows, .. } => b * rows,
+            Items::Ragged(offsets) => offsets[b] as usize,
+        }
+    }
+
+    /// Where item `b`'s values of an operand of kind `per` start.
+    #[inline(always)]
+    fn bound(&self, per: Per, b: usize) -> usize {
+        match per {
+            Per::Row(width) => self.start(b) * width,
+            Per::Item(size) => b * size,
+        }
+    }
+}
 
 /// The sizes of a call: `batch` items, each with `rows` (K) long rows, `columns` (m) thin
 /// columns and `width` (n) wide columns.
@@ -315,12 +357,6 @@ fn dot_item<T: Real, const M: usize>(g: &[T], y: &[T], rows: usize, n: usize, ou
     }
 }
 
-/// The batch item `b` of an operand with `size` values per item.
-#[inline(always)]
-fn item<T>(operand: &[T], b: usize, size: usize) -> &[T] {
-    &operand[b * size..][..size]
-}
-
 /// `spread` with epilogue `EPI` on one batch item, specialised for 1, 3 and 4 columns.
 #[inline(always)]
 fn spread_one<T: Real, const EPI: u8>(
@@ -425,20 +461,26 @@ vector_dispatch!(spread_second_run, spread_second_one, <'a>, Real,
     (r: &'a [T], u: &'a [T], g: &'a [T], y: &'a [T], v: &'a [T],
      sizes: (usize, usize, usize), out: &'a mut [T]) -> ());
 
-/// `kernel` on the batch items `items` (their slices of the inputs), writing their part of the
+/// `kernel` on the batch items `range` (their slices of the inputs), writing their part of the
 /// output into `out`.
 fn chunk<T: Real>(
     kernel: Kernel,
-    shape: Shape,
+    items: Items<'_>,
+    (columns, width): (usize, usize),
     inputs: &[&[T]],
-    items: std::ops::Range<usize>,
+    range: std::ops::Range<usize>,
     out: &mut [T],
 ) {
-    let (input_sizes, out_size) = kernel.operands(&shape);
-    let sizes = (shape.rows, shape.columns, shape.width);
-    for (local, b) in items.enumerate() {
-        let input = |index: usize| item(inputs[index], b, input_sizes[index].1);
-        let target = &mut out[local * out_size..][..out_size];
+    let (kinds, out_kind) = kernel.operand_kinds(columns, width);
+    let out_base = items.bound(out_kind, range.start);
+    for b in range {
+        let input = |index: usize| {
+            let per = kinds[index].1;
+            &inputs[index][items.bound(per, b)..items.bound(per, b + 1)]
+        };
+        let target =
+            &mut out[items.bound(out_kind, b) - out_base..items.bound(out_kind, b + 1) - out_base];
+        let sizes = (items.start(b + 1) - items.start(b), columns, width);
         match kernel {
             Kernel::Combine => combine_run(input(0), input(1), sizes, target),
             Kernel::Dot => dot_run(input(0), input(1), sizes, target),
@@ -458,35 +500,96 @@ fn chunk<T: Real>(
 /// [`CoreError::InvalidInput`] on a wrong number of inputs or an operand whose length does not
 /// fit the shape.
 pub fn run<T: Real>(kernel: Kernel, shape: Shape, inputs: &[&[T]], out: &mut [T]) -> Result<()> {
-    let (input_sizes, out_size) = kernel.operands(&shape);
-    if inputs.len() != input_sizes.len() {
+    let items = Items::Fixed {
+        batch: shape.batch,
+        rows: shape.rows,
+    };
+    run_items(
+        kernel,
+        items,
+        (shape.columns, shape.width),
+        inputs,
+        out,
+        &shape,
+    )
+}
+
+/// [`run`] on ragged batch items: item `b` owns rows `offsets[b]..offsets[b + 1]` of the
+/// row-shaped operands (`[P, m]` and `[P, n]` over all P rows), the item-shaped ones (`G`, and
+/// combine's output) are `[B, m, n]` as before.
+///
+/// # Errors
+/// [`CoreError::InvalidInput`] on offsets that do not start at 0, decrease, or end elsewhere
+/// than the operands' row count, and as [`run`].
+pub fn run_ragged<T: Real>(
+    kernel: Kernel,
+    offsets: &[i64],
+    columns: usize,
+    width: usize,
+    inputs: &[&[T]],
+    out: &mut [T],
+) -> Result<()> {
+    let (kinds, _) = kernel.operand_kinds(columns, width);
+    // The row count from the first row-shaped operand (every kernel has one).
+    let num_rows = kinds
+        .iter()
+        .zip(inputs)
+        .find_map(|((_, per), input)| match per {
+            Per::Row(size) => Some(input.len().checked_div(*size).unwrap_or(0)),
+            Per::Item(_) => None,
+        })
+        .unwrap_or(0);
+    crate::offsets::validate(offsets, num_rows, "thin")?;
+    let description = format!("{} ragged items of {num_rows} rows", offsets.len() - 1);
+    run_items(
+        kernel,
+        Items::Ragged(offsets),
+        (columns, width),
+        inputs,
+        out,
+        &description,
+    )
+}
+
+fn run_items<T: Real>(
+    kernel: Kernel,
+    items: Items<'_>,
+    sizes: (usize, usize),
+    inputs: &[&[T]],
+    out: &mut [T],
+    described: &dyn std::fmt::Debug,
+) -> Result<()> {
+    let (kinds, out_kind) = kernel.operand_kinds(sizes.0, sizes.1);
+    if inputs.len() != kinds.len() {
         return Err(CoreError::InvalidInput(format!(
             "thin {kernel:?}: takes {} inputs, got {}",
-            input_sizes.len(),
+            kinds.len(),
             inputs.len()
         )));
     }
+    let count = items.count();
     let lengths = inputs.iter().map(|x| x.len()).chain([out.len()]);
-    for ((name, per_item), got) in input_sizes.iter().chain(&[("out", out_size)]).zip(lengths) {
-        if got != per_item * shape.batch {
+    for ((name, per), got) in kinds.iter().chain(&[("out", out_kind)]).zip(lengths) {
+        let wanted = items.bound(*per, count);
+        if got != wanted {
             return Err(CoreError::InvalidInput(format!(
-                "thin {kernel:?}: {name} has {got} values, expected {} for {shape:?}",
-                per_item * shape.batch
+                "thin {kernel:?}: {name} has {got} values, expected {wanted} for {described:?}"
             )));
         }
     }
-    if out_size == 0 {
+    if out.is_empty() {
         return Ok(());
     }
     let mut pieces = Vec::new();
     let mut rest = out;
-    for range in parallel::ranges(shape.batch) {
-        let (head, tail) = rest.split_at_mut(range.len() * out_size);
+    for range in parallel::ranges(count) {
+        let size = items.bound(out_kind, range.end) - items.bound(out_kind, range.start);
+        let (head, tail) = rest.split_at_mut(size);
         pieces.push((range, head));
         rest = tail;
     }
     parallel::map(pieces, |(range, piece)| {
-        chunk(kernel, shape, inputs, range, piece)
+        chunk(kernel, items, sizes, inputs, range, piece)
     });
     Ok(())
 }
@@ -582,8 +685,18 @@ mod tests {
         }
     }
 
+    /// Values per batch item of each input and of the output, for a padded shape.
+    fn per_item(kernel: Kernel, s: Shape) -> (Vec<usize>, usize) {
+        let size = |per| match per {
+            Per::Row(width) => s.rows * width,
+            Per::Item(values) => values,
+        };
+        let (kinds, out) = kernel.operand_kinds(s.columns, s.width);
+        (kinds.iter().map(|(_, per)| size(*per)).collect(), size(out))
+    }
+
     fn call(kernel: Kernel, shape: Shape, inputs: &[Vec<f64>], threads: usize) -> Vec<f64> {
-        let (_, out_size) = kernel.operands(&shape);
+        let (_, out_size) = per_item(kernel, shape);
         let mut out = vec![f64::NAN; out_size * shape.batch];
         let views: Vec<&[f64]> = inputs.iter().map(Vec::as_slice).collect();
         parallel::install(threads, || run(kernel, shape, &views, &mut out))
@@ -605,11 +718,11 @@ mod tests {
                     width,
                 };
                 for kernel in ALL {
-                    let (input_sizes, _) = kernel.operands(&shape);
+                    let (input_sizes, _) = per_item(kernel, shape);
                     let inputs: Vec<Vec<f64>> = input_sizes
                         .iter()
                         .enumerate()
-                        .map(|(i, (_, size))| values(size * shape.batch, i as u64 + 1))
+                        .map(|(i, size)| values(size * shape.batch, i as u64 + 1))
                         .collect();
                     let expected = reference(kernel, shape, &inputs);
                     let one = call(kernel, shape, &inputs, 1);
@@ -647,6 +760,77 @@ mod tests {
         let (first, second, third) = (inner(&combined, &g), inner(&r, &dotted), inner(&y, &spread));
         assert!((first - second).abs() <= 1e-4 * first.abs().max(1.0));
         assert!((first - third).abs() <= 1e-4 * first.abs().max(1.0));
+    }
+
+    /// Ragged items (0 to 9 rows) give, item by item, the bits of the padded kernel run on that
+    /// item alone, with 1 and 3 threads.
+    #[test]
+    fn ragged_items_match_one_item_at_a_time() {
+        let counts = [3usize, 0, 9, 1, 5, 0, 7];
+        let mut offsets = vec![0i64];
+        for &count in &counts {
+            offsets.push(offsets.last().unwrap() + count as i64);
+        }
+        let total = *offsets.last().unwrap() as usize;
+        for (columns, width) in [(4, 21), (3, 16), (2, 5)] {
+            for kernel in ALL {
+                let (kinds, out_kind) = kernel.operand_kinds(columns, width);
+                let size = |per: Per| match per {
+                    Per::Row(w) => total * w,
+                    Per::Item(v) => counts.len() * v,
+                };
+                let inputs: Vec<Vec<f64>> = kinds
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, per))| values(size(*per), i as u64 + 11))
+                    .collect();
+                let items = Items::Ragged(&offsets);
+                let mut expected = vec![];
+                for (b, &rows) in counts.iter().enumerate() {
+                    let shape = Shape {
+                        batch: 1,
+                        rows,
+                        columns,
+                        width,
+                    };
+                    let pieces: Vec<Vec<f64>> = kinds
+                        .iter()
+                        .zip(&inputs)
+                        .map(|((_, per), x)| {
+                            x[items.bound(*per, b)..items.bound(*per, b + 1)].to_vec()
+                        })
+                        .collect();
+                    expected.extend(call(kernel, shape, &pieces, 1));
+                }
+                let views: Vec<&[f64]> = inputs.iter().map(Vec::as_slice).collect();
+                for threads in [1, 3] {
+                    let mut out = vec![f64::NAN; size(out_kind)];
+                    parallel::install(threads, || {
+                        run_ragged(kernel, &offsets, columns, width, &views, &mut out)
+                    })
+                    .unwrap()
+                    .unwrap();
+                    assert_eq!(
+                        out, expected,
+                        "{kernel:?} {columns}x{width} {threads} threads"
+                    );
+                }
+            }
+        }
+        let r = values(total * 4, 1);
+        let y = values(total * 5 - 1, 2);
+        let mut out = vec![0.0; counts.len() * 20];
+        let error = run_ragged(Kernel::Combine, &offsets, 4, 5, &[&r, &y], &mut out).unwrap_err();
+        assert!(
+            error.to_string().contains("Y has 124 values, expected 125"),
+            "{error}"
+        );
+        let error =
+            run_ragged(Kernel::Combine, &[0, 3, 2, 25], 4, 5, &[&r, &y], &mut out).unwrap_err();
+        assert!(
+            error.to_string().contains("offsets decrease at item 1"),
+            "{error}"
+        );
     }
 
     #[test]

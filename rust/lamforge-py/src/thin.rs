@@ -1,11 +1,13 @@
 //! Binding of `lamforge_core::thin`: batched products with one thin factor (the embedding nets'
 //! contractions with the environment rows).
 //!
-//! One entry point, `thin(kernel, batch, rows, columns, width, inputs, out, num_threads)`:
+//! One entry point, `thin(kernel, batch, rows, columns, width, inputs, out, num_threads,
+//! offsets=None)`:
 //! `kernel` names a `lamforge_core::thin::Kernel` (`combine`, `spread`, `dot`, `spread_slope`,
 //! `spread_slope_second`), `inputs` are its operands in the order it lists them and `out` its
 //! result, flat C-contiguous NumPy arrays of one float dtype (float64 or float32); `out` is
-//! overwritten.
+//! overwritten. With `offsets` (int64 `[B + 1]`) the batch items are ragged: item `b` owns rows
+//! `offsets[b]..offsets[b + 1]` of the row-shaped operands (`batch` and `rows` are then unused).
 //! The GIL is released while it runs.
 
 use lamforge_core::parallel;
@@ -21,6 +23,7 @@ fn run_typed<T: Real + Element>(
     py: Python<'_>,
     kernel: Kernel,
     shape: Shape,
+    offsets: Option<&[i64]>,
     inputs: &[Bound<'_, PyAny>],
     out: &Bound<'_, PyAny>,
     num_threads: usize,
@@ -37,14 +40,20 @@ fn run_typed<T: Real + Element>(
         .map(|x| x.as_slice().map_err(|_| not_contiguous("inputs")))
         .collect::<PyResult<_>>()?;
     let out = out.as_slice_mut().map_err(|_| not_contiguous("out"))?;
-    py.detach(|| parallel::install(num_threads, || kernels::run(kernel, shape, &views, out)))
-        .and_then(|result| result)
-        .map_err(error::to_py)
+    let (columns, width) = (shape.columns, shape.width);
+    py.detach(|| {
+        parallel::install(num_threads, || match offsets {
+            Some(offsets) => kernels::run_ragged(kernel, offsets, columns, width, &views, out),
+            None => kernels::run(kernel, shape, &views, out),
+        })
+    })
+    .and_then(|result| result)
+    .map_err(error::to_py)
 }
 
 /// Runs one thin product (see the module docs for the arguments).
 #[pyfunction]
-#[pyo3(signature = (kernel, batch, rows, columns, width, inputs, out, num_threads))]
+#[pyo3(signature = (kernel, batch, rows, columns, width, inputs, out, num_threads, offsets = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn thin(
     py: Python<'_>,
@@ -56,6 +65,7 @@ pub fn thin(
     inputs: Vec<Bound<'_, PyAny>>,
     out: &Bound<'_, PyAny>,
     num_threads: usize,
+    offsets: Option<PyReadonlyArray1<'_, i64>>,
 ) -> PyResult<()> {
     let kernel = Kernel::from_name(kernel).ok_or_else(|| {
         PyValueError::new_err(format!(
@@ -68,10 +78,18 @@ pub fn thin(
         columns,
         width,
     };
+    let offsets = offsets
+        .as_ref()
+        .map(|offsets| {
+            offsets
+                .as_slice()
+                .map_err(|_| PyValueError::new_err("thin offsets must be C-contiguous"))
+        })
+        .transpose()?;
     if out.extract::<PyReadonlyArray1<'_, f64>>().is_ok() {
-        run_typed::<f64>(py, kernel, shape, &inputs, out, num_threads)
+        run_typed::<f64>(py, kernel, shape, offsets, &inputs, out, num_threads)
     } else {
-        run_typed::<f32>(py, kernel, shape, &inputs, out, num_threads)
+        run_typed::<f32>(py, kernel, shape, offsets, &inputs, out, num_threads)
     }
 }
 

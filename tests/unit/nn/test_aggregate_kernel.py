@@ -153,7 +153,7 @@ def test_ragged_layout_errors_name_the_offsets():
     index, offsets, pair, _, node = _ragged_inputs()
     with pytest.raises(ValueError, match="offsets run from 0 to 9, expected 0 to 10"):
         gather_product_sum(pair, node, index, torch.tensor([0, 2, 2, 5, 6, 9]))
-    with pytest.raises(ValueError, match="offsets decrease at centre 1"):
+    with pytest.raises(ValueError, match="offsets decrease at item 1"):
         gather_product_sum(pair, node, index, torch.tensor([0, 2, 1, 5, 6, 10]))
     with pytest.raises(ValueError, match="needs offsets"):
         gather_product_sum(pair, node, None)

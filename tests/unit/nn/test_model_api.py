@@ -435,24 +435,68 @@ def test_repformer_ragged_pairs_are_exact(variant, smooth, monkeypatch):
     from lamforge.nn import repformers
 
     model = _tiny_model(variant, smooth)
+    monkeypatch.setattr(repformers, "CENTER_GROUP_ATOMS", 3)
+    block = repformers.RepformerBlock
+    _assert_ragged_is_exact(
+        model, repformers, "RAGGED_PAIRS", block, "_forward_ragged", monkeypatch
+    )
+
+
+def _assert_ragged_is_exact(model, module, switch, owner, method, monkeypatch):
+    """The ragged layout (``module.<switch>`` on) against padded centre groups: outputs and
+    the weight gradients of a force loss agree, and ``owner.<method>`` ran only when on."""
     batch = [molecule_frame(), periodic_frame(), slab_frame()]
     inputs = model_input(batch, ELEMENTS, [(4.0, 40), (3.0, 20)])
-    monkeypatch.setattr(repformers, "CENTER_GROUP_ATOMS", 3)
     calls = []
-    ragged = repformers.RepformerBlock._forward_ragged
+    ragged = getattr(owner, method)
 
     def counted(*args, **kwargs):
         calls.append(1)
         return ragged(*args, **kwargs)
 
-    monkeypatch.setattr(repformers.RepformerBlock, "_forward_ragged", counted)
+    monkeypatch.setattr(owner, method, counted)
     results = []
     for use_ragged in (True, False):
-        monkeypatch.setattr(repformers, "RAGGED_PAIRS", use_ragged)
+        monkeypatch.setattr(module, switch, use_ragged)
         results.append(_force_loss_run(model, inputs))
         assert bool(calls) == use_ragged
         calls.clear()
     _assert_same_run(*results)
+
+
+REPINIT_OPTIONS = {
+    "concat": {},
+    "concat one-side": {"type_one_side": True},
+    "strip": {"type_input_mode": "strip"},
+    "strip one-side": {"type_input_mode": "strip", "type_one_side": True},
+    "gelu": {"activation": "gelu"},
+    "resnet_dt": {"resnet_dt": True},
+}
+
+
+@pytest.mark.parametrize("options", list(REPINIT_OPTIONS))
+@pytest.mark.parametrize("hand_derivatives", [True, False])
+def test_repinit_ragged_pairs_are_exact(options, hand_derivatives, monkeypatch):
+    # The two-body repinit on its real pairs only (ragged) against padded centre groups of 3
+    # atoms, for both type-embedding modes and sides, a non-tanh activation and timesteps (the
+    # plain contraction), with the hand-written contraction derivatives on the tiny tensors too.
+    from lamforge.nn import layers, repinit
+
+    if hand_derivatives:
+        monkeypatch.setattr(layers, "HAND_DERIVATIVE_MIN_SIZE", 0)
+    config = tiny_config("new")
+    descriptor = config.descriptor
+    repinit_config = dataclasses.replace(descriptor.repinit, **REPINIT_OPTIONS[options])
+    config = dataclasses.replace(
+        config, descriptor=dataclasses.replace(descriptor, repinit=repinit_config)
+    )
+    model = build_model_from(config)
+    assert model.descriptor.repinit.exact_without_empty_slots()
+    monkeypatch.setattr(repinit, "REPINIT_GROUP_ATOMS", 3)
+    block = repinit.RepinitBlock
+    _assert_ragged_is_exact(
+        model, repinit, "RAGGED_REPINIT", block, "_descriptor_ragged", monkeypatch
+    )
 
 
 @pytest.mark.parametrize("variant", ["new", "old_strip"])
@@ -463,6 +507,7 @@ def test_repinit_centre_groups_are_exact(variant, monkeypatch):
 
     model = build_model(variant)
     assert model.descriptor.repinit.exact_without_empty_slots()
+    monkeypatch.setattr(repinit, "RAGGED_REPINIT", False)  # the padded groups
     _assert_centre_groups_are_exact(model, repinit, "REPINIT", monkeypatch)
 
 

@@ -153,6 +153,104 @@ def test_contraction_training_derivatives_with_the_kernels(dtype, skip_width):
         torch.testing.assert_close(ours, reference, rtol=0, atol=tolerance * scale)
 
 
+RAGGED_COUNTS = [3, 0, 6, 1, 2]
+
+
+def _ragged(dtype=torch.float64, columns=4, width=21, seed=2):
+    """Ragged rows [P, m], values [P, n], item tensors [B, m, n] and offsets [B + 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    offsets = torch.tensor([0, *RAGGED_COUNTS]).cumsum(0)
+    total, items = int(offsets[-1]), len(RAGGED_COUNTS)
+    options = {"dtype": dtype, "generator": generator}
+    rows = torch.randn(total, columns, **options)
+    up_rows = torch.randn(total, columns, **options)
+    values = torch.randn(total, width, **options)
+    y = torch.tanh(torch.randn(total, width, **options))
+    upstream = torch.randn(total, width, **options)
+    item = torch.randn(items, columns, width, **options)
+    return offsets, rows, up_rows, values, y, upstream, item
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("columns", [1, 3, 4, 5])
+def test_ragged_products_match_item_by_item(dtype, columns):
+    # Every kernel on ragged items (0 to 6 rows) against the padded kernel on one item at a
+    # time, the Rust core and the PyTorch reference of the ragged layout.
+    offsets, rows, up_rows, values, y, upstream, item = _ragged(dtype, columns)
+    bounds = list(zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True))
+
+    def per_item(function, *operands):
+        pieces = []
+        for b, (start, end) in enumerate(bounds):
+            args = [x[b : b + 1] if x is item else x[start:end].unsqueeze(0) for x in operands]
+            pieces.append(function(*args)[0])
+        return pieces
+
+    cases = {
+        "combine": (thin_kernel.combine, (rows, values), True),
+        "spread": (thin_kernel.spread, (rows, item), False),
+        "spread_slope": (thin_kernel.spread_slope, (rows, item, y), False),
+        "dot": (thin_kernel.dot, (item, values), False),
+        "spread_slope_second": (
+            thin_kernel.spread_slope_second,
+            (rows, up_rows, item, y, upstream),
+            False,
+        ),
+    }
+    tolerance = {"rtol": 0, "atol": 1e-12 if dtype == torch.float64 else 1e-5}
+    for name, (function, operands, per_item_output) in cases.items():
+        pieces = per_item(function, *operands)
+        expected = torch.stack(pieces) if per_item_output else torch.cat(pieces)
+        got = function(*operands, offsets=offsets)
+        torch.testing.assert_close(got, expected, **tolerance, msg=name)
+        if name != "spread_slope_second":
+            reference = function(*operands, offsets=offsets, reference=True)
+            torch.testing.assert_close(reference, expected, **tolerance, msg=name)
+
+
+@pytest.mark.parametrize("skip_width", [None, 9, 18])
+def test_ragged_contraction_derivatives_match_item_by_item(skip_width):
+    # tanh_contract_ragged against tanh_contract on one item at a time: the value, a force-like
+    # derivative and its derivative (training), and a third derivative (the reference path).
+    offsets, rows, _, _, _, _, _ = _ragged()
+    generator = torch.Generator().manual_seed(9)
+    z = torch.randn(rows.shape[0], 18, dtype=torch.float64, generator=generator)
+    x = None
+    if skip_width is not None:
+        x = torch.randn(rows.shape[0], skip_width, dtype=torch.float64, generator=generator)
+    bounds = list(zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True))
+
+    def ragged(r, z_, x_):
+        return contraction.tanh_contract_ragged(r, z_, x_, offsets)
+
+    def one_at_a_time(r, z_, x_):
+        outs = []
+        for start, end in bounds:
+            if start == end:  # an item without rows sums to zero
+                outs.append(z_.new_zeros(r.shape[1], z_.shape[1]))
+                continue
+            left = r[start:end].transpose(0, 1).unsqueeze(0)
+            skip = None if x_ is None else x_[start:end].unsqueeze(0)
+            outs.append(contraction.tanh_contract(left, z_[start:end].unsqueeze(0), skip)[0])
+        return torch.stack(outs)
+
+    results = []
+    for function in (ragged, one_at_a_time):
+        leaves = [rows.clone().requires_grad_(), z.clone().requires_grad_()]
+        if x is not None:
+            leaves.append(x.clone().requires_grad_())
+        out = function(leaves[0], leaves[1], leaves[2] if x is not None else None)
+        weight = torch.linspace(-1.0, 1.0, out.numel(), dtype=out.dtype).view_as(out)
+        first = torch.autograd.grad((out * weight).sum(), leaves, create_graph=True)
+        loss = (out**2).sum() + sum((g * g.detach().sin()).sum() for g in first)
+        second = torch.autograd.grad(loss, leaves, create_graph=True)
+        third = torch.autograd.grad(sum((g**2).sum() for g in second), leaves)
+        results.append([out, *first, *second, *third])
+    for ours, reference in zip(*results, strict=True):
+        scale = max(float(reference.detach().abs().max()), 1.0)
+        torch.testing.assert_close(ours, reference, rtol=0, atol=1e-12 * scale)
+
+
 def test_single_input_backward_drops_the_pre_activation():
     # Forces at inference (one plain backward): the same gradients without keeping z, and a
     # clear error for a differentiable backward of such a graph.
