@@ -8,6 +8,25 @@ import torch
 
 
 @dataclass(kw_only=True, frozen=True)
+class RaggedEdges:
+    """The real edges of a block only, centre by centre (the ragged layout, P edges).
+
+    Attributes:
+        offsets: [num_atoms + 1] int64: centre i's edges are ``offsets[i]:offsets[i + 1]``.
+        centres: [P] int64 the centre of each edge.
+        index: [P] int64 neighbour index.
+        vectors: [P, 3] r_ij (differentiable: a selection of the block's vectors).
+        neighbor_types: [P] element index of each neighbour.
+    """
+
+    offsets: torch.Tensor
+    centres: torch.Tensor
+    index: torch.Tensor
+    vectors: torch.Tensor
+    neighbor_types: torch.Tensor
+
+
+@dataclass(kw_only=True, frozen=True)
 class BlockGeometry:
     """Edges of one neighbour block, ready for a descriptor block.
 
@@ -53,4 +72,18 @@ class BlockGeometry:
             mask=self.mask[centers, :width],
             vectors=self.vectors[centers, :width],
             neighbor_types=self.neighbor_types[centers, :width],
+        )
+
+    def ragged(self) -> RaggedEdges:
+        """The real edges only, in centre order (no empty slots)."""
+        num_atoms, num_slots = self.mask.shape
+        slots = self.mask.reshape(-1).nonzero().squeeze(1)  # [P], centre-major
+        offsets = torch.zeros(num_atoms + 1, dtype=torch.int64, device=self.mask.device)
+        torch.cumsum(self.mask.sum(dim=1), dim=0, out=offsets[1:])
+        return RaggedEdges(
+            offsets=offsets,
+            centres=torch.div(slots, num_slots, rounding_mode="floor"),
+            index=self.index.reshape(-1)[slots],
+            vectors=self.vectors.reshape(-1, 3)[slots],
+            neighbor_types=self.neighbor_types.reshape(-1)[slots],
         )

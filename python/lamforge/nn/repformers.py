@@ -17,7 +17,6 @@ from torch import nn
 from lamforge import kernels
 from lamforge.nn import aggregate_kernel
 from lamforge.nn.config import RepformerConfig
-from lamforge.nn.env_mat import environment_matrix
 from lamforge.nn.geometry import BlockGeometry
 from lamforge.nn.layers import DenseLayer, activation_function
 from lamforge.nn.repformer_layer import RepformerLayer
@@ -154,28 +153,19 @@ class RepformerBlock(_StatisticsBlock):
         work goes to padding and every layer's pair work is one set of operations. Exact: empty
         slots only ever enter a reduction with weight zero.
         """
-        mask = geometry.mask
-        num_atoms, num_slots = mask.shape
-        slots = mask.reshape(-1).nonzero().squeeze(1)  # [P], centre-major
-        offsets = torch.zeros(num_atoms + 1, dtype=torch.int64, device=mask.device)
-        torch.cumsum(mask.sum(dim=1), dim=0, out=offsets[1:])
-        centres = torch.div(slots, num_slots, rounding_mode="floor")
-        vectors = geometry.vectors.reshape(-1, 3)[slots].to(self.mean.dtype)
-        pair_mask = torch.ones(slots.shape, dtype=torch.bool, device=mask.device)
-        raw, switch = environment_matrix(
-            vectors, None, self.cutoff, self.cutoff_smooth, self.protection
-        )
-        types = atom_types[centres]
-        env = (raw - self.mean[types]) / self.std[types]
+        ragged = geometry.ragged()
+        env, switch = self.ragged_environment(ragged, atom_types)
+        pair_mask = torch.ones(ragged.index.shape, dtype=torch.bool, device=env.device)
+        vectors = ragged.vectors.to(env.dtype)
         pairs = [self._pair_channels(env, vectors, pair_mask)]
         edges = CentreGroup(
             rows=slice(None),
-            index=geometry.index.reshape(-1)[slots],
+            index=ragged.index,
             mask=pair_mask,
             switch=switch,
             num_trimmed=0,
-            offsets=offsets,
-            centres=centres,
+            offsets=ragged.offsets,
+            centres=ragged.centres,
         )
         for layer in self.layers:
             g1, pairs = layer.forward_groups(g1, pairs, [edges])

@@ -26,7 +26,7 @@ from lamforge.nn import aggregate_kernel
 from lamforge.nn.aggregate_kernel import gather_outer_sum
 from lamforge.nn.config import RepinitConfig
 from lamforge.nn.env_mat import environment_matrix
-from lamforge.nn.geometry import BlockGeometry
+from lamforge.nn.geometry import BlockGeometry, RaggedEdges
 from lamforge.nn.layers import EmbeddingNet
 from lamforge.nn.three_body_kernel import fused_applies, three_body_sum
 
@@ -79,6 +79,17 @@ class _StatisticsBlock(nn.Module):
             self.cutoff_smooth,
             self.protection,
         )
+
+    def ragged_environment(
+        self, edges: RaggedEdges, atom_types: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """R [P, 4] and the switch [P] of the real edges (every row a real pair: no masking)."""
+        vectors = edges.vectors.to(self.mean.dtype)
+        raw, switch = environment_matrix(
+            vectors, None, self.cutoff, self.cutoff_smooth, self.protection
+        )
+        centre_types = atom_types[edges.centres]
+        return (raw - self.mean[centre_types]) / self.std[centre_types], switch
 
     def normalised_environment(
         self, geometry: BlockGeometry, atom_types: torch.Tensor
@@ -222,20 +233,11 @@ class RepinitBlock(_StatisticsBlock):
         Exact where empty slots add nothing (zero mean): the embedding runs on the P real pairs,
         [P, ·] in centre order, and each centre's moment sums its own rows (CSR offsets).
         """
-        mask = geometry.mask
-        num_atoms, num_slots = mask.shape
-        slots = mask.reshape(-1).nonzero().squeeze(1)  # [P], centre-major
-        offsets = torch.zeros(num_atoms + 1, dtype=torch.int64, device=mask.device)
-        torch.cumsum(mask.sum(dim=1), dim=0, out=offsets[1:])
-        centres = torch.div(slots, num_slots, rounding_mode="floor")
-        vectors = geometry.vectors.reshape(-1, 3)[slots].to(self.mean.dtype)
-        raw, switch = environment_matrix(
-            vectors, None, self.cutoff, self.cutoff_smooth, self.protection
-        )
-        centre_types = atom_types[centres]
-        env = (raw - self.mean[centre_types]) / self.std[centre_types]  # [P, 4]
+        edges = geometry.ragged()
+        env, switch = self.ragged_environment(edges, atom_types)  # [P, 4], [P]
+        offsets, neighbor_types = edges.offsets, edges.neighbor_types
+        centre_types = atom_types[edges.centres]
         radial = env[:, :1]
-        neighbor_types = geometry.neighbor_types.reshape(-1)[slots]
         if self.mode == "concat":
             parts = [type_table[neighbor_types]]
             if not self.type_one_side:
@@ -269,7 +271,6 @@ class RepinitBlock(_StatisticsBlock):
     ) -> torch.Tensor:
         """D of the centres of ``geometry`` (arguments and result as :meth:`forward`)."""
         env, switch = self.normalised_environment(geometry, atom_types)
-        num_atoms, num_slots, _ = env.shape
         radial = env[..., :1]
         if self.mode == "concat":
             # Input [s_ij, T_j, T_i] (or [s_ij, T_j] one-sided), first layer factored by block.
