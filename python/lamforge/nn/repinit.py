@@ -25,6 +25,7 @@ from lamforge import kernels
 from lamforge.nn import aggregate_kernel
 from lamforge.nn.aggregate_kernel import gather_outer_sum
 from lamforge.nn.config import RepinitConfig
+from lamforge.nn.engine import in_single_input_backward
 from lamforge.nn.env_mat import environment_matrix
 from lamforge.nn.geometry import BlockGeometry, RaggedEdges
 from lamforge.nn.layers import EmbeddingNet
@@ -204,7 +205,22 @@ class RepinitBlock(_StatisticsBlock):
             and not kernels.fused_enabled(geometry.vectors)
             and self.exact_without_empty_slots()
         ):
-            return self._descriptor_ragged(geometry, atom_types, type_table)
+            if torch.is_grad_enabled() and not in_single_input_backward():
+                # Training: one set of operations (the saved tensors dominate its memory).
+                return self._descriptor_ragged(geometry, atom_types, type_table)
+            # Inference: consecutive runs of centres, so that the transient pair tensors of the
+            # forward and the backward stay a fraction of the block's (no padding either way).
+            num_atoms, num_slots = geometry.mask.shape
+            num_runs = max(min(REPINIT_GROUPS, num_atoms // REPINIT_GROUP_ATOMS), 1)
+            runs = torch.tensor_split(torch.arange(num_atoms, device=atom_types.device), num_runs)
+            return torch.cat(
+                [
+                    self._descriptor_ragged(
+                        geometry.select(run, num_slots), atom_types[run], type_table
+                    )
+                    for run in runs
+                ]
+            )
         num_atoms, num_slots = geometry.mask.shape
         num_groups = min(REPINIT_GROUPS, num_atoms // REPINIT_GROUP_ATOMS)
         if (

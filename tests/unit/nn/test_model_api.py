@@ -444,7 +444,8 @@ def test_repformer_ragged_pairs_are_exact(variant, smooth, monkeypatch):
 
 def _assert_ragged_is_exact(model, module, switch, owner, method, monkeypatch):
     """The ragged layout (``module.<switch>`` on) against padded centre groups: outputs and
-    the weight gradients of a force loss agree, and ``owner.<method>`` ran only when on."""
+    the weight gradients of a force loss agree, inference (forces without a graph, where the
+    ragged repinit runs in runs of centres) too, and ``owner.<method>`` ran only when on."""
     batch = [molecule_frame(), periodic_frame(), slab_frame()]
     inputs = model_input(batch, ELEMENTS, [(4.0, 40), (3.0, 20)])
     calls = []
@@ -455,13 +456,17 @@ def _assert_ragged_is_exact(model, module, switch, owner, method, monkeypatch):
         return ragged(*args, **kwargs)
 
     monkeypatch.setattr(owner, method, counted)
-    results = []
+    results, inference = [], []
     for use_ragged in (True, False):
         monkeypatch.setattr(module, switch, use_ragged)
         results.append(_force_loss_run(model, inputs))
+        inference.append(evaluate(model, inputs))
         assert bool(calls) == use_ragged
         calls.clear()
     _assert_same_run(*results)
+    for name in ("energy", "forces", "virial"):
+        got, expected = (getattr(output, name) for output in inference)
+        assert torch.allclose(got, expected, rtol=1e-13, atol=1e-12), name
 
 
 REPINIT_OPTIONS = {
