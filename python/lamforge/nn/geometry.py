@@ -25,6 +25,23 @@ class RaggedEdges:
     vectors: torch.Tensor
     neighbor_types: torch.Tensor
 
+    def centre_range(self, start: int, stop: int) -> tuple[RaggedEdges, slice]:
+        """The edges of centres ``start`` to ``stop - 1`` and their rows' slice.
+
+        The edges are views with the centres rebased to 0; the slice selects their rows in
+        per-edge tensors of the whole block.
+        """
+        first, last = int(self.offsets[start]), int(self.offsets[stop])
+        rows = slice(first, last)
+        edges = RaggedEdges(
+            offsets=self.offsets[start : stop + 1] - first,
+            centres=self.centres[rows] - start,
+            index=self.index[rows],
+            vectors=self.vectors[rows],
+            neighbor_types=self.neighbor_types[rows],
+        )
+        return edges, rows
+
 
 @dataclass(kw_only=True, frozen=True)
 class BlockGeometry:

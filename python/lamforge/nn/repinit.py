@@ -205,22 +205,26 @@ class RepinitBlock(_StatisticsBlock):
             and not kernels.fused_enabled(geometry.vectors)
             and self.exact_without_empty_slots()
         ):
+            edges = geometry.ragged()
+            env, switch = self.ragged_environment(edges, atom_types)  # [P, 4], [P]
+            centre_types = atom_types[edges.centres]
             if torch.is_grad_enabled() and not in_single_input_backward():
                 # Training: one set of operations (the saved tensors dominate its memory).
-                return self._descriptor_ragged(geometry, atom_types, type_table)
+                return self._descriptor_ragged(edges, env, switch, centre_types, type_table)
             # Inference: consecutive runs of centres, so that the transient pair tensors of the
             # forward and the backward stay a fraction of the block's (no padding either way).
-            num_atoms, num_slots = geometry.mask.shape
+            num_atoms = atom_types.shape[0]
             num_runs = max(min(REPINIT_GROUPS, num_atoms // REPINIT_GROUP_ATOMS), 1)
-            runs = torch.tensor_split(torch.arange(num_atoms, device=atom_types.device), num_runs)
-            return torch.cat(
-                [
+            bounds = torch.linspace(0, num_atoms, num_runs + 1).long().tolist()
+            outputs = []
+            for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+                run, pairs = edges.centre_range(start, stop)
+                outputs.append(
                     self._descriptor_ragged(
-                        geometry.select(run, num_slots), atom_types[run], type_table
+                        run, env[pairs], switch[pairs], centre_types[pairs], type_table
                     )
-                    for run in runs
-                ]
-            )
+                )
+            return torch.cat(outputs)
         num_atoms, num_slots = geometry.mask.shape
         num_groups = min(REPINIT_GROUPS, num_atoms // REPINIT_GROUP_ATOMS)
         if (
@@ -242,17 +246,20 @@ class RepinitBlock(_StatisticsBlock):
         return torch.cat(outputs)[torch.argsort(order)]
 
     def _descriptor_ragged(
-        self, geometry: BlockGeometry, atom_types: torch.Tensor, type_table: torch.Tensor
+        self,
+        edges: RaggedEdges,
+        env: torch.Tensor,
+        switch: torch.Tensor,
+        centre_types: torch.Tensor,
+        type_table: torch.Tensor,
     ) -> torch.Tensor:
-        """D of every centre from its real neighbours only (the ragged layout, no padded rows).
+        """D of the centres of ``edges`` from their real neighbours only (no padded rows).
 
         Exact where empty slots add nothing (zero mean): the embedding runs on the P real pairs,
         [P, ·] in centre order, and each centre's moment sums its own rows (CSR offsets).
+        ``env`` [P, 4], ``switch`` [P] and ``centre_types`` [P] are those of the edges.
         """
-        edges = geometry.ragged()
-        env, switch = self.ragged_environment(edges, atom_types)  # [P, 4], [P]
         offsets, neighbor_types = edges.offsets, edges.neighbor_types
-        centre_types = atom_types[edges.centres]
         radial = env[:, :1]
         if self.mode == "concat":
             parts = [type_table[neighbor_types]]
