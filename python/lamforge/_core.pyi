@@ -181,7 +181,7 @@ class Loader:
 
 def aggregate(
     kernel: str,
-    index: npt.NDArray[np.int64],
+    index: npt.NDArray[np.int64] | None,
     num_slots: int,
     num_nodes: int,
     first: npt.NDArray[Any],
@@ -190,12 +190,14 @@ def aggregate(
     width: int,
     out: npt.NDArray[Any],
     num_threads: int,
+    offsets: npt.NDArray[np.int64] | None = None,
 ) -> None:
     """Runs one repformer neighbour reduction into ``out`` (flat, C-contiguous arrays).
 
     ``kernel``: product_sum, gather_scale, scatter_scale, outer_sum, pair_dot or scatter_outer
     (``lamforge.nn.aggregate_kernel``); ``first``/``second`` are its operands, ``out`` has the
-    dtype of both (float64 or float32) and is overwritten.
+    dtype of both (float64 or float32) and is overwritten. ``index`` None: slot p reads node row
+    p; ``offsets`` ([n + 1]): ragged slots per centre instead of ``num_slots`` padded ones.
     """
 
 def thin(
@@ -207,10 +209,12 @@ def thin(
     inputs: list[npt.NDArray[Any]],
     out: npt.NDArray[Any],
     num_threads: int,
+    offsets: npt.NDArray[np.int64] | None = None,
 ) -> None:
     """Runs one batched product with a thin factor (flat, C-contiguous arrays of one dtype).
 
     ``kernel``: combine, spread, dot, spread_slope or spread_slope_second
     (``lamforge.nn.thin_kernel``); ``inputs`` are its operands in the core's order, ``out`` (its
-    result) is overwritten.
+    result) is overwritten. ``offsets`` ([B + 1]): ragged batch items (item b owns rows
+    ``offsets[b]:offsets[b + 1]``; ``batch`` and ``rows`` unused).
     """

@@ -1,6 +1,7 @@
 """The Rust extension loads, its functions are callable and its stubs declare all of them."""
 
 import ast
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,23 @@ def test_stub_declares_every_name():
             declared.add(node.target.id)
     exported = {name for name in dir(_core) if not name.startswith("_")}
     assert exported == declared
+
+
+def test_stub_functions_have_the_bindings_parameters():
+    # Parameter names, order and which have defaults, against the compiled signatures.
+    stub = Path(lamforge.__file__).with_name("_core.pyi")
+    for node in ast.parse(stub.read_text()).body:
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        function = getattr(_core, node.name)
+        if getattr(function, "__text_signature__", None) is None:
+            continue
+        parameters = inspect.signature(function).parameters.values()
+        compiled = [(p.name, p.default is not inspect.Parameter.empty) for p in parameters]
+        arguments = node.args.args
+        num_defaults = len(node.args.defaults)
+        declared = [
+            (argument.arg, index >= len(arguments) - num_defaults)
+            for index, argument in enumerate(arguments)
+        ]
+        assert declared == compiled, node.name
