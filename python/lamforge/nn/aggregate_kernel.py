@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from lamforge import kernels
+from lamforge.nn.geometry import segment_ids
 
 # Use the Rust reductions where they apply (CPU tensors, outside torch.compile).
 AGGREGATE_FUSED = True
@@ -248,12 +249,8 @@ def _edges(index: torch.Tensor | None, offsets: torch.Tensor | None) -> Edges:
 
 def _segment_sum(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Σ over each centre's slots of a ragged [P, ...] tensor: [n, ...]."""
-    num_centres = offsets.shape[0] - 1
-    centres = torch.repeat_interleave(
-        torch.arange(num_centres, device=values.device), torch.diff(offsets)
-    )
-    out = values.new_zeros((num_centres, *values.shape[1:]))
-    return out.index_add(0, centres, values)
+    out = values.new_zeros((offsets.shape[0] - 1, *values.shape[1:]))
+    return out.index_add(0, segment_ids(offsets), values)
 
 
 def gather_product_sum(

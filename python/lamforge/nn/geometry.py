@@ -7,6 +7,12 @@ from dataclasses import dataclass
 import torch
 
 
+def segment_ids(offsets: torch.Tensor) -> torch.Tensor:
+    """[P] the item of each row of a ragged layout with CSR ``offsets`` [n + 1]."""
+    counts = torch.diff(offsets)
+    return torch.repeat_interleave(torch.arange(counts.shape[0], device=offsets.device), counts)
+
+
 @dataclass(kw_only=True, frozen=True)
 class RaggedEdges:
     """The real edges of a block only, centre by centre (the ragged layout, P edges).

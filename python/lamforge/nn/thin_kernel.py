@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from lamforge import kernels
+from lamforge.nn.geometry import segment_ids
 
 # Use the Rust products where they apply (CPU float tensors, outside torch.compile).
 THIN_FUSED = True
@@ -72,12 +73,6 @@ def _run(kernel: str, inputs, shape, out_shape, dtype, offsets=None) -> torch.Te
     return out
 
 
-def _items(offsets: torch.Tensor) -> torch.Tensor:
-    """[P] the batch item of each row of a ragged layout."""
-    counts = torch.diff(offsets)
-    return torch.repeat_interleave(torch.arange(counts.shape[0], device=offsets.device), counts)
-
-
 def _use_core(values: torch.Tensor, reference: bool) -> bool:
     return not reference and applies(values)
 
@@ -101,7 +96,7 @@ def combine(
         if not _use_core(values, reference):
             outer = rows.unsqueeze(-1) * values.unsqueeze(-2)
             zeros = values.new_zeros((num_items, columns, width))
-            return zeros.index_add(0, _items(offsets), outer)
+            return zeros.index_add(0, segment_ids(offsets), outer)
         shape = (num_items, 0, columns, width)
         out_shape = (num_items, columns, width)
         return _run("combine", (rows, values), shape, out_shape, values.dtype, offsets)
@@ -115,7 +110,7 @@ def combine(
 def _spread_reference(rows, values, offsets):
     if offsets is None:
         return torch.matmul(rows, values)
-    return torch.matmul(rows.unsqueeze(-2), values[_items(offsets)]).squeeze(-2)
+    return torch.matmul(rows.unsqueeze(-2), values[segment_ids(offsets)]).squeeze(-2)
 
 
 def _row_shapes(rows, values, offsets):
@@ -191,7 +186,7 @@ def dot(
     columns, width = thin.shape[1], thin.shape[2]
     if offsets is not None:
         if not _use_core(values, reference):
-            gathered = thin[_items(offsets)]  # [P, m, n]
+            gathered = thin[segment_ids(offsets)]  # [P, m, n]
             return torch.matmul(gathered, values.unsqueeze(-1)).squeeze(-1)
         shape = (offsets.shape[0] - 1, 0, columns, width)
         out_shape = (values.shape[0], columns)
